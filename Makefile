@@ -1,0 +1,36 @@
+# resnet-repro: every set-up step is a target here. `make help` lists them.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# Extra pip arguments, e.g. PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu".
+PIP_ARGS ?=
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast models clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(PIP_ARGS) -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed ## create .venv and install the package (editable) with test extras
+
+demo: install ## train a short ResNet-20 on generated data on the CPU; prints the run dir and test error
+	$(PY) -m resnet_repro train +exp=demo
+
+models: install ## table of every named model: params and mult-adds beside the paper's
+	$(PY) -m resnet_repro models
+
+test: install ## run the whole test suite (slow tests included)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install ## run the tests not marked slow
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+clean: ## remove the venv, caches and local runs
+	rm -rf $(VENV) .pytest_cache runs outputs multirun *.egg-info

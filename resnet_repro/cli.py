@@ -1,0 +1,115 @@
+"""`python -m resnet_repro <command> ...`: the one entrypoint.
+
+`train` and `eval` take Hydra overrides (`+exp=cifar_resnet110 seed=1`, `-m` for sweeps); the
+other commands take ordinary flags. Bad input ends with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from resnet_repro.errors import ReproError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+USAGE = """usage: python -m resnet_repro <command> [args]
+
+commands:
+  train    train a model: python -m resnet_repro train +exp=cifar_resnet110 [key=value ...]
+           (-m for a Hydra multirun sweep: train -m +exp=cifar_resnet20 seed=0,1,2)
+  eval     test error of a checkpoint: python -m resnet_repro eval ckpt=<run dir or .pt>
+  models   every named model: parameters and multiply-adds beside the paper's Tables 1 and 6
+
+`python -m resnet_repro <command> --help` shows the command's options.
+"""
+
+
+def _cmd_models(argv: list[str]) -> int:
+    from resnet_repro.model_table import format_table, model_rows
+
+    parser = argparse.ArgumentParser(
+        prog="python -m resnet_repro models",
+        description="Parameters and forward multiply-adds (torch.utils.flop_counter, at the "
+        "family's input size) of every named model, beside the paper's Table 6 parameter "
+        "counts (CIFAR) and Table 1 FLOPs (ImageNet).",
+    )
+    parser.add_argument("names", nargs="*", help="models to show (default: all)")
+    args = parser.parse_args(argv)
+    if args.names:
+        from resnet_repro.models import get_arch
+
+        for n in args.names:
+            get_arch(n)  # unknown names: one clear line
+    print(format_table(model_rows(args.names or None)))
+    return 0
+
+
+def _group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+_GROUP_OVERRIDE = re.compile(r"^[+~]*(?P<group>[a-z_]+)=(?P<value>[^=]*)$")
+
+
+def check_group_overrides(argv: list[str]) -> None:
+    """Unknown config-group choices (`+exp=nope`, `model=resnet21`) get one clear line
+    before Hydra composes anything (Hydra's own message is several lines long)."""
+    groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
+    for arg in argv:
+        m = _GROUP_OVERRIDE.match(arg)
+        if not m or m.group("group") not in groups:
+            continue
+        group = m.group("group")
+        options = _group_options(group)
+        for value in m.group("value").split(","):
+            if value and value not in options:
+                raise ReproError(f"unknown {group} {value!r}; choose from: {', '.join(options)}")
+
+
+def _hydra_command(module: str, func: str) -> Callable[[list[str]], int]:
+    def run(argv: list[str]) -> int:
+        import importlib
+
+        if not CONF_DIR.is_dir():
+            raise ReproError(f"config directory {CONF_DIR} not found (install with `pip install -e .`)")
+        check_group_overrides(argv)
+        entry = getattr(importlib.import_module(module), func)
+        prog = sys.argv[0]
+        sys.argv = [f"{prog} {module.rsplit('.', 1)[-1]}"] + argv
+        try:
+            entry()
+        finally:
+            sys.argv[0] = prog
+        return 0
+
+    return run
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "train": _hydra_command("resnet_repro.train", "hydra_train"),
+    "eval": _hydra_command("resnet_repro.evaluate", "hydra_eval"),
+    "models": _cmd_models,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        print(f"error: unknown command {cmd!r}; choose from: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[cmd](rest)
+    except ReproError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

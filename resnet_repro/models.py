@@ -1,0 +1,535 @@
+"""The paper's model family: one `ResNet` class, plain or residual, CIFAR or ImageNet.
+
+Blocks and state-dict names follow torchvision (`conv1`, `bn1`, `layer1..4`, `downsample`,
+`fc`), so torchvision's ResNet weights load into the v1.5 variant unchanged. The knobs are the
+ones the paper varies (timm-style constructor arguments, no subclasses):
+
+- stem: CIFAR 3x3/16 (§4.2) or ImageNet 7x7/64 stride 2 + 3x3 max pool (Table 1);
+- block: basic (two 3x3) or bottleneck (1x1, 3x3, 1x1; §4.1 "Deeper Bottleneck Architectures");
+- residual on/off: plain nets are the same stacks without shortcuts (§4.1, §4.2);
+- shortcut A/B/C (§3.3, Table 3);
+- bottleneck stride on the first 1x1 (the paper) or on the 3x3 (torchvision's "v1.5").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from resnet_repro.errors import ConfigError
+
+Shortcut = Literal["A", "B", "C"]
+Family = Literal["cifar", "imagenet"]
+BottleneckStride = Literal["1x1", "3x3"]
+
+SHORTCUTS = ("A", "B", "C")
+BOTTLENECK_STRIDES = ("1x1", "3x3")
+
+# Table 1: blocks per stage and block type for each ImageNet depth.
+IMAGENET_LAYERS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+IMAGENET_WIDTHS = (64, 128, 256, 512)  # Table 1 (x4 at the output of a bottleneck)
+CIFAR_WIDTHS = (16, 32, 64)  # §4.2: {16, 32, 64} filters on maps of {32, 16, 8}
+
+
+# --------------------------------------------------------------------------------------
+# Batch norm with per-group statistics
+# --------------------------------------------------------------------------------------
+
+
+class GroupedBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are computed per group of `group_size` images.
+
+    The paper's CIFAR batch of 128 was split over two GPUs (§4.2), so each BN layer saw 64
+    images. With `group_size=64` and a batch of 128, this layer normalises each half of the
+    batch with its own mean and variance, as two GPUs did. The running statistics are updated
+    with the average of the groups' statistics. With `group_size=None` or a group equal to the
+    batch it is ordinary BN. Same parameters and buffers as `nn.BatchNorm2d`, so state dicts
+    are interchangeable.
+    """
+
+    def __init__(self, num_features: int, group_size: int | None = None, **kwargs) -> None:
+        super().__init__(num_features, **kwargs)
+        if group_size is not None and group_size < 2:
+            raise ConfigError(f"bn_group_size must be >= 2 (or null for ordinary BN), got {group_size}")
+        self.group_size = group_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = x.shape[0]
+        g = self.group_size
+        if not self.training or g is None or n <= g:
+            return super().forward(x)
+        if n % g:
+            raise ValueError(f"batch of {n} is not a multiple of bn_group_size={g}")
+        groups = n // g
+        c = x.shape[1]
+        xg = x.reshape(groups, g, c, *x.shape[2:])
+        dims = (1, 3, 4)
+        var, mean = torch.var_mean(xg, dim=dims, unbiased=False, keepdim=True)
+        y = (xg - mean) * torch.rsqrt(var + self.eps)
+        y = y.reshape_as(x) * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
+        if self.track_running_stats:
+            with torch.no_grad():
+                count = g * x.shape[2] * x.shape[3]
+                unbiased = var * (count / max(count - 1, 1))
+                m = self.momentum if self.momentum is not None else 0.1
+                self.running_mean.lerp_(mean.mean(0).flatten().to(self.running_mean.dtype), m)
+                self.running_var.lerp_(unbiased.mean(0).flatten().to(self.running_var.dtype), m)
+                self.num_batches_tracked.add_(1)
+        return y
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", group_size={self.group_size}"
+
+
+NormFactory = Callable[[int], nn.Module]
+
+
+def _norm_factory(bn_group_size: int | None) -> NormFactory:
+    if bn_group_size is None:
+        return nn.BatchNorm2d
+    return lambda c: GroupedBatchNorm2d(c, group_size=bn_group_size)
+
+
+# --------------------------------------------------------------------------------------
+# Shortcuts (§3.3)
+# --------------------------------------------------------------------------------------
+
+
+class ZeroPadShortcut(nn.Module):
+    """Option A: identity, subsampled by taking every `stride`-th pixel, with the extra
+    channels zero-padded. Parameter-free (§3.3, §4.2)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        if out_channels < in_channels:
+            raise ConfigError("option A shortcut cannot reduce channels")
+        self.extra = out_channels - in_channels
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.extra:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.extra))
+        return x
+
+    def extra_repr(self) -> str:
+        return f"pad_channels={self.extra}, stride={self.stride}"
+
+
+def _make_shortcut(
+    kind: Shortcut, in_channels: int, out_channels: int, stride: int, norm: NormFactory
+) -> nn.Module | None:
+    """The shortcut of one block, or None for a plain identity."""
+    changes = stride != 1 or in_channels != out_channels
+    if kind == "C" or (kind == "B" and changes):
+        # Projection: 1x1 conv (stride 2 where the map halves) + BN, torchvision's `downsample`.
+        return nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), norm(out_channels)
+        )
+    if kind == "A" and changes:
+        return ZeroPadShortcut(in_channels, out_channels, stride)
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# Blocks
+# --------------------------------------------------------------------------------------
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs, each followed by BN (§3.4); ReLU after the addition (Fig. 2)."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        in_channels: int,
+        planes: int,
+        stride: int,
+        norm: NormFactory,
+        residual: bool = True,
+        downsample: nn.Module | None = None,
+        bottleneck_stride: BottleneckStride = "1x1",
+    ) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(in_channels, planes, stride)
+        self.bn1 = norm(planes)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = norm(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.residual = residual
+
+    def branch(self, x: Tensor) -> Tensor:
+        """The residual function F(x): output of the last BN, before addition and ReLU."""
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.bn2(self.conv2(out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.branch(x)
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu(out)
+
+
+class Bottleneck(nn.Module):
+    """1x1 (reduce), 3x3, 1x1 (restore, x4) convs, each followed by BN (§4.1, Fig. 5).
+
+    The paper puts the stride-2 of conv3_1/4_1/5_1 on the first 1x1 conv (as its Caffe
+    models do). torchvision moves it to the 3x3 ("ResNet v1.5", more accurate, ~0.3 GFLOPs
+    more for ResNet-50); `bottleneck_stride="3x3"` selects that variant.
+    """
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_channels: int,
+        planes: int,
+        stride: int,
+        norm: NormFactory,
+        residual: bool = True,
+        downsample: nn.Module | None = None,
+        bottleneck_stride: BottleneckStride = "1x1",
+    ) -> None:
+        super().__init__()
+        s1, s3 = (stride, 1) if bottleneck_stride == "1x1" else (1, stride)
+        self.conv1 = conv1x1(in_channels, planes, s1)
+        self.bn1 = norm(planes)
+        self.conv2 = conv3x3(planes, planes, s3)
+        self.bn2 = norm(planes)
+        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.bn3 = norm(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.residual = residual
+
+    def branch(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.bn3(self.conv3(out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.branch(x)
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu(out)
+
+
+BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+# --------------------------------------------------------------------------------------
+# The network
+# --------------------------------------------------------------------------------------
+
+
+class ResNet(nn.Module):
+    """A plain or residual network of the paper, CIFAR or ImageNet style.
+
+    Args:
+        block: "basic" or "bottleneck".
+        layers: blocks per stage (3 stages for CIFAR, 4 for ImageNet).
+        widths: filters per stage (before the bottleneck's x4 expansion).
+        stem: "cifar" (3x3 conv, 16 filters; §4.2) or "imagenet" (7x7/64 stride 2 + max pool).
+        num_classes: size of the final FC layer.
+        residual: False builds the plain net (no shortcuts at all).
+        shortcut: "A" zero-padding identity, "B" projection where dimensions change, "C"
+            projection everywhere (§3.3). Plain nets have no shortcuts and accept only "A".
+        bottleneck_stride: "1x1" (paper) or "3x3" (torchvision v1.5).
+        bn_group_size: compute BN statistics per group of this many images (None: whole batch).
+        zero_init_residual: start each residual branch's last BN at zero (Goyal et al. 2017;
+            not in the paper, off by default).
+    """
+
+    def __init__(
+        self,
+        block: str,
+        layers: Sequence[int],
+        widths: Sequence[int],
+        stem: str,
+        num_classes: int,
+        residual: bool = True,
+        shortcut: Shortcut = "B",
+        bottleneck_stride: BottleneckStride = "1x1",
+        bn_group_size: int | None = None,
+        zero_init_residual: bool = False,
+    ) -> None:
+        super().__init__()
+        if block not in BLOCKS:
+            raise ConfigError(f"unknown block {block!r}; choose from {sorted(BLOCKS)}")
+        if stem not in ("cifar", "imagenet"):
+            raise ConfigError(f"unknown stem {stem!r}; choose 'cifar' or 'imagenet'")
+        if shortcut not in SHORTCUTS:
+            raise ConfigError(f"unknown shortcut option {shortcut!r}; choose A, B or C (§3.3)")
+        if not residual and shortcut != "A":
+            raise ConfigError(
+                f"plain nets have no shortcuts, so shortcut={shortcut!r} does not apply "
+                "(use residual=true for option B/C)"
+            )
+        if bottleneck_stride not in BOTTLENECK_STRIDES:
+            raise ConfigError(f"bottleneck_stride must be '1x1' (paper) or '3x3' (v1.5), got {bottleneck_stride!r}")
+        if len(layers) != len(widths) or not layers or min(layers) < 1:
+            raise ConfigError(f"layers {list(layers)} and widths {list(widths)} must be non-empty, equal length, >= 1")
+        if num_classes < 1:
+            raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+
+        block_cls = BLOCKS[block]
+        norm = _norm_factory(bn_group_size)
+        self.residual = residual
+        self.shortcut = shortcut
+
+        if stem == "cifar":
+            self.conv1 = conv3x3(3, widths[0])
+            self.bn1 = norm(widths[0])
+            self.maxpool: nn.Module = nn.Identity()
+        else:
+            self.conv1 = nn.Conv2d(3, widths[0], 7, stride=2, padding=3, bias=False)
+            self.bn1 = norm(widths[0])
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+
+        in_channels = widths[0]
+        self.stages: list[str] = []
+        for i, (n_blocks, planes) in enumerate(zip(layers, widths)):
+            # The first stage keeps the map size (after the stem's pooling); each later stage
+            # halves it in its first block (conv3_1, conv4_1, conv5_1; §3.4, §4.2).
+            stride = 1 if i == 0 else 2
+            blocks = []
+            for j in range(n_blocks):
+                out_channels = planes * block_cls.expansion
+                s = stride if j == 0 else 1
+                downsample = _make_shortcut(shortcut, in_channels, out_channels, s, norm) if residual else None
+                blocks.append(block_cls(in_channels, planes, s, norm, residual, downsample, bottleneck_stride))
+                in_channels = out_channels
+            name = f"layer{i + 1}"
+            self.add_module(name, nn.Sequential(*blocks))
+            self.stages.append(name)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_channels, num_classes)
+        self._init_weights(zero_init_residual)
+
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                # He et al. 2015 (the paper's [13]): zero-mean Gaussian, std sqrt(2/n). We use
+                # n = k*k*out_channels (the "backward" form of [13], as fb.resnet.torch and
+                # torchvision do); [13] shows either form keeps the signal's scale.
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    nn.init.zeros_(m.bn3.weight)
+                elif isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
+
+    def blocks(self) -> list[nn.Module]:
+        """Every block in network order."""
+        return [b for name in self.stages for b in getattr(self, name)]
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for name in self.stages:
+            x = getattr(self, name)(x)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.avgpool(self.forward_features(x))
+        return self.fc(torch.flatten(x, 1))
+
+
+# --------------------------------------------------------------------------------------
+# Architecture specs and named builders
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Arch:
+    """Everything that determines a network's shape: what a checkpoint must match."""
+
+    family: Family
+    depth: int
+    residual: bool = True
+    shortcut: Shortcut = "A"
+    bottleneck_stride: BottleneckStride = "1x1"
+    num_classes: int | None = None  # None: the family's (10 for CIFAR-10, 1000 for ImageNet)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_depth(family: str, depth: int) -> None:
+    if family == "cifar":
+        if depth < 8 or (depth - 2) % 6:
+            raise ConfigError(
+                f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, 1202, ...), got {depth}"
+            )
+    elif family == "imagenet":
+        if depth not in IMAGENET_LAYERS:
+            raise ConfigError(
+                f"ImageNet ResNet depth must be one of {sorted(IMAGENET_LAYERS)} (Table 1), got {depth}"
+            )
+    else:
+        raise ConfigError(f"unknown model family {family!r}; choose 'cifar' or 'imagenet'")
+
+
+def build_resnet(
+    family: str,
+    depth: int,
+    *,
+    residual: bool = True,
+    shortcut: Shortcut = "A",
+    bottleneck_stride: BottleneckStride = "1x1",
+    num_classes: int | None = None,
+    bn_group_size: int | None = None,
+    zero_init_residual: bool = False,
+) -> ResNet:
+    """Build the paper's net of a family and depth.
+
+    CIFAR: depth 6n+2, three stages of n basic blocks (§4.2). ImageNet: depth 18/34 (basic)
+    or 50/101/152 (bottleneck), Table 1.
+    """
+    _check_depth(family, depth)
+    if family == "cifar":
+        n = (depth - 2) // 6
+        block, layers, widths, stem = "basic", (n, n, n), CIFAR_WIDTHS, "cifar"
+        default_classes = 10
+    else:
+        block, layers = IMAGENET_LAYERS[depth]
+        widths, stem, default_classes = IMAGENET_WIDTHS, "imagenet", 1000
+    return ResNet(
+        block=block,
+        layers=layers,
+        widths=widths,
+        stem=stem,
+        num_classes=num_classes or default_classes,
+        residual=residual,
+        shortcut=shortcut,
+        bottleneck_stride=bottleneck_stride,
+        bn_group_size=bn_group_size,
+        zero_init_residual=zero_init_residual,
+    )
+
+
+def build_from_arch(arch: Arch, **kwargs) -> ResNet:
+    return build_resnet(
+        arch.family,
+        arch.depth,
+        residual=arch.residual,
+        shortcut=arch.shortcut,
+        bottleneck_stride=arch.bottleneck_stride,
+        num_classes=arch.num_classes,
+        **kwargs,
+    )
+
+
+def _named() -> dict[str, Arch]:
+    named: dict[str, Arch] = {}
+    # §4.2, Table 6: n = 3, 5, 7, 9, 18, 200; option A everywhere on CIFAR.
+    for d in (20, 32, 44, 56, 110, 1202):
+        named[f"cifar_resnet{d}"] = Arch("cifar", d)
+    # Figure 6 (left): plain-20/32/44/56 and plain-110.
+    for d in (20, 32, 44, 56, 110):
+        named[f"cifar_plain{d}"] = Arch("cifar", d, residual=False)
+    # Table 2: plain/ResNet-18/34 with option A; Table 3: ResNet-34 B and C.
+    for d in (18, 34):
+        named[f"imagenet_plain{d}"] = Arch("imagenet", d, residual=False)
+        named[f"imagenet_resnet{d}"] = Arch("imagenet", d, shortcut="A")
+    named["imagenet_resnet34_b"] = Arch("imagenet", 34, shortcut="B")
+    named["imagenet_resnet34_c"] = Arch("imagenet", 34, shortcut="C")
+    # Table 3: ResNet-50/101/152 use option B, stride on the first 1x1 (the paper's layout).
+    for d in (50, 101, 152):
+        named[f"imagenet_resnet{d}"] = Arch("imagenet", d, shortcut="B")
+    return named
+
+
+NAMED_MODELS: dict[str, Arch] = _named()
+
+
+def get_arch(name: str) -> Arch:
+    try:
+        return NAMED_MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(NAMED_MODELS)}") from None
+
+
+def build_model(name: str, **overrides) -> ResNet:
+    """Build a named model, e.g. `build_model("cifar_resnet110")`,
+    `build_model("imagenet_resnet50", bottleneck_stride="3x3")` (torchvision v1.5)."""
+    arch = get_arch(name)
+    arch_fields = {k: overrides.pop(k) for k in list(overrides) if k in Arch.__dataclass_fields__}
+    if arch_fields:
+        arch = Arch(**{**arch.as_dict(), **arch_fields})
+    return build_from_arch(arch, **overrides)
+
+
+def _builder(name: str) -> Callable[..., ResNet]:
+    def build(**overrides) -> ResNet:
+        return build_model(name, **overrides)
+
+    build.__name__ = name
+    build.__doc__ = f"Build {name}: {NAMED_MODELS[name]}."
+    return build
+
+
+# Named builders as module attributes: `models.cifar_resnet110()`, `models.imagenet_resnet50()`.
+globals().update({name: _builder(name) for name in NAMED_MODELS})
+
+
+def input_size(family: str) -> int:
+    """The family's input resolution: 32 for CIFAR (§4.2), 224 for ImageNet (Table 1)."""
+    return 32 if family == "cifar" else 224
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, size: int, batch: int = 1) -> int:
+    """Forward multiply-adds per image, counted by `torch.utils.flop_counter` on the meta
+    device (no real compute). FlopCounterMode reports FLOPs = 2 x multiply-adds."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    meta = _to_meta(model)
+    x = torch.empty(batch, 3, size, size, device="meta")
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        meta.eval()(x)
+    return counter.get_total_flops() // (2 * batch)
+
+
+def _to_meta(model: nn.Module) -> nn.Module:
+    if next(model.parameters()).device.type == "meta":
+        return model
+    import copy
+
+    return copy.deepcopy(model).to("meta")
+
+
+def build_meta(name: str, **overrides) -> ResNet:
+    """Build a named model on the meta device: shapes only, instant even for ResNet-1202."""
+    with torch.device("meta"):
+        return build_model(name, **overrides)

@@ -1,0 +1,81 @@
+"""The paper's numbers as data (He et al., CVPR 2016, arXiv:1512.03385).
+
+Every value carries the table it comes from. Errors are percentages; FLOPs are multiply-adds.
+"""
+
+from __future__ import annotations
+
+# Table 1, bottom row: FLOPs (multiply-adds) of the ImageNet nets at 224x224. Plain nets have
+# the same FLOPs as their residual counterparts (option A adds none; §3.3 / Table 1 notes).
+TABLE1_MACS: dict[str, float] = {
+    "imagenet_resnet18": 1.8e9,
+    "imagenet_resnet34": 3.6e9,
+    "imagenet_resnet50": 3.8e9,
+    "imagenet_resnet101": 7.6e9,
+    "imagenet_resnet152": 11.3e9,
+    "imagenet_plain18": 1.8e9,
+    "imagenet_plain34": 3.6e9,
+    "imagenet_resnet34_b": 3.6e9,
+    "imagenet_resnet34_c": 3.6e9,
+}
+
+# Table 6: CIFAR-10 parameter counts (as printed, rounded) and test errors (%), option A.
+TABLE6_PARAMS: dict[str, float] = {
+    "cifar_resnet20": 0.27e6,
+    "cifar_resnet32": 0.46e6,
+    "cifar_resnet44": 0.66e6,
+    "cifar_resnet56": 0.85e6,
+    "cifar_resnet110": 1.7e6,
+    "cifar_resnet1202": 19.4e6,
+}
+# Plain nets of Table 6 / Figure 6 have the same parameters as option-A ResNets.
+TABLE6_PARAMS.update({k.replace("resnet", "plain"): v for k, v in TABLE6_PARAMS.items() if "1202" not in k})
+
+TABLE6_ERROR: dict[str, float] = {
+    "cifar_resnet20": 8.75,
+    "cifar_resnet32": 7.51,
+    "cifar_resnet44": 7.17,
+    "cifar_resnet56": 6.97,
+    "cifar_resnet110": 6.43,  # best of 5 runs; mean 6.61 +- 0.16
+    "cifar_resnet1202": 7.93,
+}
+TABLE6_RESNET110_MEAN_STD = (6.61, 0.16)  # Table 6: "6.61 +- 0.16" over 5 runs
+
+# Table 2: ImageNet val top-1 error (%), 10-crop, option A.
+TABLE2_TOP1: dict[str, float] = {
+    "imagenet_plain18": 27.94,
+    "imagenet_plain34": 28.54,
+    "imagenet_resnet18": 27.88,
+    "imagenet_resnet34": 25.03,
+}
+
+# Table 3: ImageNet val, 10-crop, (top-1, top-5) error (%).
+TABLE3_TOP1_TOP5: dict[str, tuple[float, float]] = {
+    "imagenet_plain34": (28.54, 10.02),
+    "imagenet_resnet34": (25.03, 7.76),  # option A
+    "imagenet_resnet34_b": (24.52, 7.46),
+    "imagenet_resnet34_c": (24.19, 7.40),
+    "imagenet_resnet50": (22.85, 6.71),
+    "imagenet_resnet101": (21.75, 6.05),
+    "imagenet_resnet152": (21.43, 5.71),
+}
+
+# Table 4: ImageNet val, single model, multi-scale fully-convolutional testing (top-1, top-5).
+TABLE4_TOP1_TOP5: dict[str, tuple[float, float]] = {
+    "imagenet_resnet34_b": (21.84, 5.71),
+    "imagenet_resnet34_c": (21.53, 5.60),
+    "imagenet_resnet50": (20.74, 5.25),
+    "imagenet_resnet101": (19.87, 4.60),
+    "imagenet_resnet152": (19.38, 4.49),
+}
+
+# A popular PyTorch port's CIFAR-10 test errors (200 epochs, test set used as validation);
+# context for our numbers, not a target (see ../shared/docs/paper.md, "Reproductions").
+PORT_CIFAR_ERROR: dict[str, float] = {
+    "cifar_resnet20": 8.27,
+    "cifar_resnet32": 7.37,
+    "cifar_resnet44": 6.90,
+    "cifar_resnet56": 6.61,
+    "cifar_resnet110": 6.32,
+    "cifar_resnet1202": 6.18,
+}
