@@ -7,6 +7,7 @@ other commands take ordinary flags. Bad input ends with one line on stderr and e
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -70,6 +71,13 @@ def check_group_overrides(argv: list[str]) -> None:
                 raise ReproError(f"unknown {group} {value!r}; choose from: {', '.join(options)}")
 
 
+def one_line(e: BaseException) -> str:
+    """Hydra/OmegaConf messages span several lines; keep the informative ones, joined."""
+    skip = ("full_key:", "object_type=", "reference_type=", "Set the environment variable HYDRA_FULL_ERROR")
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.strip().startswith(skip)]
+    return " ".join(lines[:3]) or type(e).__name__
+
+
 def _hydra_command(module: str, func: str) -> Callable[[list[str]], int]:
     def run(argv: list[str]) -> int:
         import importlib
@@ -77,13 +85,24 @@ def _hydra_command(module: str, func: str) -> Callable[[list[str]], int]:
         if not CONF_DIR.is_dir():
             raise ReproError(f"config directory {CONF_DIR} not found (install with `pip install -e .`)")
         check_group_overrides(argv)
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
         entry = getattr(importlib.import_module(module), func)
-        prog = sys.argv[0]
-        sys.argv = [f"{prog} {module.rsplit('.', 1)[-1]}"] + argv
+        saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+        sys.argv = [f"{saved_argv[0]} {module.rsplit('.', 1)[-1]}"] + argv
+        # Let composition errors reach us as exceptions, to print them as one line.
+        os.environ["HYDRA_FULL_ERROR"] = "1"
         try:
             entry()
+        except (HydraException, OmegaConfBaseException) as e:
+            raise ReproError(one_line(e)) from None
         finally:
-            sys.argv[0] = prog
+            sys.argv = saved_argv
+            if saved_env is None:
+                os.environ.pop("HYDRA_FULL_ERROR", None)
+            else:
+                os.environ["HYDRA_FULL_ERROR"] = saved_env
         return 0
 
     return run

@@ -1,0 +1,57 @@
+"""One training step and one evaluation: take objects, return tensors or plain dicts.
+
+The step returns its loss and error count as device tensors, so the loop can accumulate them
+without a host synchronisation every iteration; the loop reads them at log steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, lr: float
+) -> tuple[Tensor, Tensor]:
+    """One SGD step at learning rate `lr` on the batch (x, y).
+
+    Returns (summed cross-entropy over the batch, number of wrong top-1 predictions), both
+    detached device tensors."""
+    set_lr(optimizer, lr)
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        wrong = (logits.argmax(1) != y).sum()
+    return loss.detach() * y.shape[0], wrong
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
+    """Top-1 error and mean cross-entropy over all batches, in eval mode (BN running stats).
+
+    Returns {"err": fraction wrong, "loss": mean loss, "n": images}; restores train mode."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    wrong = 0
+    n = 0
+    for x, y in batches:
+        logits = model(x).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double().cpu()
+        wrong += int((logits.argmax(1) != y).sum())
+        n += y.shape[0]
+    model.train(was_training)
+    if n == 0:
+        return {"err": float("nan"), "loss": float("nan"), "n": 0}
+    return {"err": wrong / n, "loss": float(loss_sum) / n, "n": n}

@@ -1,0 +1,252 @@
+"""Metrics sinks: `metrics.jsonl` (always) and W&B (optional), behind one small interface.
+
+The trainer logs plain rows keyed by the global iteration (`iter`), the same index the
+paper's curves use (Figure 4, Figure 6). `metrics.jsonl` is the one metrics format the
+report reads; W&B mirrors it. wandb is imported only inside `WandbSink`, so runs without it
+never pay for (or need) the package.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from resnet_repro.errors import ConfigError
+
+WANDB_MODES = ("online", "offline", "disabled")
+SECRET_MARKERS = ("api_key", "apikey", "token", "secret", "password", "passwd", "credential")
+
+
+class MetricsSink(Protocol):
+    def log(self, row: Mapping[str, Any]) -> None: ...
+
+    def summary(self, d: Mapping[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def to_plain(v: Any, *, finite_json: bool = True) -> Any:
+    """Tensors and numpy values -> python numbers/lists; paths -> str.
+
+    With `finite_json`, NaN/inf become None: strict JSON has no NaN, and a diverged run's loss
+    should still leave a file every JSON reader can parse.
+    """
+    if hasattr(v, "detach"):  # torch.Tensor, without importing torch here
+        v = v.detach().cpu()
+        v = v.item() if v.dim() == 0 else v.tolist()
+    elif hasattr(v, "item") and hasattr(v, "dtype") and getattr(v, "shape", None) == ():
+        v = v.item()  # numpy scalar
+    elif hasattr(v, "tolist") and hasattr(v, "dtype"):
+        v = v.tolist()  # numpy array
+    if isinstance(v, Mapping):
+        return {str(k): to_plain(x, finite_json=finite_json) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [to_plain(x, finite_json=finite_json) for x in v]
+    if isinstance(v, float):
+        return None if finite_json and not math.isfinite(v) else v
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, Path):
+        return str(v)
+    raise TypeError(f"cannot log a value of type {type(v).__name__}: {v!r}")
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write JSON via a temp file + rename: readers never see half a summary.json."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(to_plain(obj), f, indent=2, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a metrics.jsonl; a torn last line (crash mid-write) is skipped."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows
+
+
+def _lines_up_to(path: Path, last_iter: int) -> list[str]:
+    """The lines of `path` whose row has iter <= last_iter, verbatim; torn lines dropped."""
+    kept = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("iter"), int):
+                if row["iter"] <= last_iter:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+    return kept
+
+
+class JsonlSink:
+    """Appends one JSON object per `log` call to `path` (normally `<run>/metrics.jsonl`).
+
+    On resume pass `truncate_after_iter=<checkpoint iteration>`: rows logged after that
+    checkpoint will be logged again, so they are dropped first (the rewrite is atomic).
+    `summary` writes nothing: the trainer owns summary.json (see `write_json_atomic`).
+    """
+
+    def __init__(self, path: str | Path, truncate_after_iter: int | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if truncate_after_iter is not None and self.path.exists():
+            kept = _lines_up_to(self.path, truncate_after_iter)
+            tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+            try:
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.writelines(kept)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        self._f = open(self.path, "a", encoding="utf-8", buffering=1)  # line-buffered
+
+    def log(self, row: Mapping[str, Any]) -> None:
+        plain = to_plain(row)
+        if not isinstance(plain.get("iter"), int):
+            raise ValueError(f"a metrics row needs an integer 'iter', got {row.get('iter')!r}")
+        self._f.write(json.dumps(plain, allow_nan=False) + "\n")
+        self._f.flush()
+
+    def summary(self, d: Mapping[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+
+def scrub_secrets(d: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop, at any depth, keys that look like credentials: a config is logged verbatim."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if any(m in str(k).lower() for m in SECRET_MARKERS):
+            continue
+        if isinstance(v, Mapping):
+            v = scrub_secrets(v)
+        elif isinstance(v, (list, tuple)):
+            v = [scrub_secrets(x) if isinstance(x, Mapping) else x for x in v]
+        out[k] = v
+    return out
+
+
+class WandbSink:
+    """Mirror metrics to a W&B run under `<run_dir>/wandb`.
+
+    `resume="allow"` with a saved `run_id` continues the same W&B run after a restart. W&B
+    ignores steps at or below ones it already has, so rows between the checkpoint and a crash
+    are not rewritten there (metrics.jsonl is the record of truth).
+    """
+
+    def __init__(
+        self,
+        project: str,
+        run_dir: str | Path,
+        config: Mapping[str, Any],
+        mode: str = "offline",
+        entity: str | None = None,
+        run_id: str | None = None,
+        name: str | None = None,
+        tags: list[str] | None = None,
+    ) -> None:
+        if mode not in WANDB_MODES:
+            raise ConfigError(f"unknown wandb mode {mode!r}; valid: {', '.join(WANDB_MODES)}")
+        try:
+            import wandb
+        except ImportError as e:
+            raise ConfigError(
+                "logger=wandb needs the wandb package: pip install wandb, or use logger=none"
+            ) from e
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._run = wandb.init(
+                project=project,
+                entity=entity,
+                dir=str(run_dir),
+                config=to_plain(scrub_secrets(config), finite_json=False),
+                mode=mode,
+                id=run_id,
+                resume="allow",  # same id after a restart -> the same W&B run
+                name=name,
+                tags=list(tags) if tags else None,
+            )
+        except Exception as e:  # no login, no network, bad entity: a setup problem
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ConfigError(
+                f"could not start the W&B run (mode={mode}): {reason}; "
+                "use mode=offline, or logger=none"
+            ) from e
+        self._wandb = wandb
+        self._closed = False
+
+    @property
+    def run_id(self) -> str:
+        return self._run.id
+
+    def log(self, row: Mapping[str, Any]) -> None:
+        data = {k: v for k, v in row.items() if k != "iter"}
+        self._run.log(to_plain(data, finite_json=False), step=int(row["iter"]))
+
+    def summary(self, d: Mapping[str, Any]) -> None:
+        self._run.summary.update(to_plain(d, finite_json=False))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._run.finish()
+            # finish() can return before the service has written the run file; teardown
+            # waits for it, so the run directory is complete once close() returns.
+            teardown = getattr(self._wandb, "teardown", None)
+            if teardown is not None:
+                teardown()
+
+
+class MultiSink:
+    """Fan out to several sinks; `close` closes all of them even if one fails."""
+
+    def __init__(self, sinks: Iterable[MetricsSink]) -> None:
+        self.sinks = list(sinks)
+
+    def log(self, row: Mapping[str, Any]) -> None:
+        for s in self.sinks:
+            s.log(row)
+
+    def summary(self, d: Mapping[str, Any]) -> None:
+        for s in self.sinks:
+            s.summary(d)
+
+    def close(self) -> None:
+        errors: list[BaseException] = []
+        for s in self.sinks:
+            try:
+                s.close()
+            except Exception as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]

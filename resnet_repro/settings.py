@@ -1,0 +1,170 @@
+"""Typed settings of a run, built from the Hydra config in one place.
+
+`train` and `eval` (the entry layer) call `run_settings(cfg)`; everything below takes these
+dataclasses or plain arguments and never sees a DictConfig.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from resnet_repro.data.build import DataSettings
+from resnet_repro.errors import ConfigError
+from resnet_repro.models import Arch, build_from_arch
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    name: str
+    arch: Arch
+    bn_group_size: int | None = None
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    momentum: float = 0.9  # §3.4, §4.2
+    weight_decay: float = 1e-4  # §3.4, §4.2
+    nesterov: bool = False
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    kind: str = "step"
+    base_lr: float = 0.1
+    milestones: tuple[int, ...] = (32000, 48000)
+    gamma: float = 0.1
+    warmup: dict[str, Any] | None = None  # enabled / lr / error_threshold / max_iters
+    check_every: int = 100  # iterations averaged for the warm-up's running training error
+    plateau: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    device: str = "auto"
+    batch_size: int = 128
+    max_iters: int = 64000
+    eval_every: int = 2000
+    log_every: int = 100
+    ckpt_every: int = 2000
+    eval_batch_size: int = 1000
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class LoggerSettings:
+    name: str = "none"
+    project: str = "resnet-repro"
+    entity: str | None = None
+    mode: str = "offline"
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    exp_name: str
+    seed: int
+    model: ModelSettings
+    data: DataSettings
+    optim: OptimSettings
+    schedule: ScheduleSettings
+    trainer: TrainerSettings
+    logger: LoggerSettings
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved config, for the record
+
+
+def _positive_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _known(section: dict[str, Any], allowed: set[str], where: str) -> dict[str, Any]:
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown {where} setting(s) {unknown}; valid: {sorted(allowed)}")
+    return section
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks CUDA when available; asking for CUDA without one is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"trainer.device must be auto, cpu or cuda[:N], got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("trainer.device=cuda but no CUDA device is available (use trainer.device=cpu or auto)")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"trainer.device must be auto, cpu or cuda[:N], got {device!r}")
+    return dev
+
+
+def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
+    """Validate a composed config and turn it into typed settings (one clear error each)."""
+    c: dict[str, Any] = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+
+    m = dict(c["model"])
+    arch_keys = set(Arch.__dataclass_fields__)
+    _known(m, arch_keys | {"name", "bn_group_size"}, "model")
+    arch = Arch(**{k: m[k] for k in arch_keys if k in m})
+    model = ModelSettings(name=m["name"], arch=arch, bn_group_size=m.get("bn_group_size"))
+    with torch.device("meta"):  # every model setting is checked before any data is loaded
+        build_from_arch(arch, bn_group_size=model.bn_group_size)
+
+    d = dict(c["data"])
+    data = DataSettings(**_known(d, set(DataSettings.__dataclass_fields__), "data"))
+    if data.val_size < 0:
+        raise ConfigError(f"data.val_size must be >= 0, got {data.val_size}")
+
+    o = dict(c["optim"])
+    o.pop("name", None)
+    optim = OptimSettings(**_known(o, set(OptimSettings.__dataclass_fields__), "optim"))
+
+    s = dict(c["schedule"])
+    warmup = dict(s.pop("warmup", None) or {})
+    check_every = _positive_int(warmup.pop("check_every", 100), "schedule.warmup.check_every")
+    if warmup.get("max_iters") is not None:
+        _positive_int(warmup["max_iters"], "schedule.warmup.max_iters")
+    schedule = ScheduleSettings(
+        **_known(s, set(ScheduleSettings.__dataclass_fields__) - {"warmup", "check_every"}, "schedule"),
+        warmup=warmup or None,
+        check_every=check_every,
+    )
+    schedule = ScheduleSettings(**{**schedule.__dict__, "milestones": tuple(schedule.milestones)})
+
+    t = _known(dict(c["trainer"]), set(TrainerSettings.__dataclass_fields__), "trainer")
+    for key in ("batch_size", "max_iters", "eval_every", "log_every", "ckpt_every", "eval_batch_size"):
+        if key in t:
+            _positive_int(t[key], f"trainer.{key}")
+    trainer = TrainerSettings(**t)
+    g = model.bn_group_size
+    if g is not None and trainer.batch_size > g and trainer.batch_size % g:
+        raise ConfigError(
+            f"trainer.batch_size={trainer.batch_size} is not a multiple of model.bn_group_size={g}"
+        )
+
+    lg = dict(c["logger"])
+    lg["tags"] = tuple(lg.get("tags") or ())
+    logger = LoggerSettings(**_known(lg, set(LoggerSettings.__dataclass_fields__), "logger"))
+    if logger.name not in ("wandb", "none"):
+        raise ConfigError(f"unknown logger {logger.name!r}; choose wandb or none")
+
+    seed = c.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    return RunSettings(
+        exp_name=str(c.get("exp_name") or model.name),
+        seed=seed,
+        model=model,
+        data=data,
+        optim=optim,
+        schedule=schedule,
+        trainer=trainer,
+        logger=logger,
+        config=c,
+    )

@@ -1,0 +1,449 @@
+"""`python -m resnet_repro train ...`: build everything from the config, run the loop, checkpoint,
+log. The only module that reads the Hydra config (through `settings.run_settings`).
+
+Run directory (Hydra's output dir):
+  config.yaml          the resolved config of record (what the run trained with)
+  metrics.jsonl        one JSON object per log step (errors in %)
+  summary.json         final results, cost and provenance, written at the end
+  checkpoints/last.pt  full resume state, written atomically every trainer.ckpt_every iterations
+  .hydra/              Hydra's record of the composition and overrides
+  wandb/               the W&B run (logger=wandb)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from resnet_repro.checkpoint import (
+    LAST,
+    check_compatible,
+    checkpoint_meta,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from resnet_repro.data.build import PreparedData, prepare_data
+from resnet_repro.data.pipeline import TrainStream, eval_batches, to_device
+from resnet_repro.engine import evaluate, train_step
+from resnet_repro.errors import CheckpointError, ConfigError, ReproError
+from resnet_repro.loggers import JsonlSink, MetricsSink, MultiSink, WandbSink, write_json_atomic
+from resnet_repro.models import build_from_arch, count_macs, count_params, input_size
+from resnet_repro.schedule import WarmupUntilError, build_schedule
+from resnet_repro.settings import RunSettings, resolve_device, run_settings
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONFIG_FILE = "config.yaml"
+
+# Settings a resumed run may change: how long, how often, where, and how it is logged.
+# Everything else (model, data, recipe, seed, batch) must match the run being continued.
+RESUMABLE_KEYS = (
+    "trainer.max_iters",
+    "trainer.eval_every",
+    "trainer.log_every",
+    "trainer.ckpt_every",
+    "trainer.eval_batch_size",
+    "trainer.device",
+    "trainer.progress",
+    "logger",
+    "resume",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Hydra entry
+# --------------------------------------------------------------------------------------------
+
+
+def register_resolvers() -> None:
+    # hydra.run.dir: the `resume=` dir if given, else a fresh timestamped one.
+    if not OmegaConf.has_resolver("run_dir"):
+        OmegaConf.register_new_resolver("run_dir", lambda resume, default: resume or default)
+    # Hydra's .hydra/ record is skipped on `resume=`: config.yaml stays the run's record.
+    if not OmegaConf.has_resolver("hydra_subdir"):
+        OmegaConf.register_new_resolver("hydra_subdir", lambda resume: None if resume else ".hydra")
+
+
+def hydra_train() -> None:
+    import hydra
+
+    register_resolvers()
+    hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_task)()
+
+
+def _task(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    try:
+        train_from_config(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
+    except ReproError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Resume: which config a run continues with
+# --------------------------------------------------------------------------------------------
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out or {prefix[:-1]: {}}
+    return {prefix[:-1]: d}
+
+
+def _resumable(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in RESUMABLE_KEYS)
+
+
+def reconcile_resume(composed: dict[str, Any], saved: dict[str, Any], overrides: list[str], explicit_resume: bool) -> dict[str, Any]:
+    """The config a resumed run continues with.
+
+    `resume=<dir>`: the saved config, plus command-line overrides of RESUMABLE_KEYS only.
+    Re-running into an existing run dir: the composed config must equal the saved one outside
+    RESUMABLE_KEYS. Anything else is refused, so a run dir never mixes two recipes.
+    """
+    if explicit_resume:
+        merged = OmegaConf.create(saved)
+        for item in overrides:
+            key = item.split("=", 1)[0].lstrip("+~")
+            if key.startswith("hydra.") or key == "resume":
+                continue
+            if not _resumable(key):
+                raise ConfigError(
+                    f"{item!r} cannot change when resuming (the run continues with its saved settings); "
+                    f"only {', '.join(k for k in RESUMABLE_KEYS if k != 'resume')} may"
+                )
+            OmegaConf.update(merged, key, OmegaConf.select(OmegaConf.create(composed), key), force_add=True)
+        return OmegaConf.to_container(merged)  # type: ignore[return-value]
+    new, old = _flatten(composed), _flatten(saved)
+    for key in sorted(set(new) | set(old)):
+        if not _resumable(key) and new.get(key, "<unset>") != old.get(key, "<unset>"):
+            raise ConfigError(
+                f"this run dir was started with {key}={old.get(key, '<unset>')!r} but this command sets "
+                f"{new.get(key, '<unset>')!r}; use the same settings to resume, or a new run dir"
+            )
+    return composed
+
+
+def train_from_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    composed: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    run_dir = run_dir.absolute()
+    saved_path = run_dir / CONFIG_FILE
+    ckpt_path = run_dir / LAST
+    explicit_resume = bool(composed.get("resume"))
+    if explicit_resume and not ckpt_path.is_file():
+        raise CheckpointError(f"nothing to resume in {run_dir}: no {LAST}")
+    if ckpt_path.is_file() and saved_path.is_file():
+        saved = OmegaConf.to_container(OmegaConf.load(saved_path), resolve=True)
+        config = reconcile_resume(composed, saved, overrides, explicit_resume)  # type: ignore[arg-type]
+    else:
+        config = composed
+    settings = run_settings(config)  # validate before writing anything
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create({k: v for k, v in config.items() if k != "resume"}), saved_path)
+    return fit(settings, run_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoopState:
+    """What the loop carries between iterations besides model/optimizer/schedule."""
+
+    iteration: int = 0  # iterations completed
+    best_val_err: float | None = None
+    best_val_iter: int | None = None
+    train_time: float = 0.0  # seconds in training steps (evaluation excluded)
+    wandb_id: str | None = None
+    # Running sums since the last log row / warm-up check (device tensors, read at those steps).
+    log_loss: torch.Tensor | float = 0.0
+    log_wrong: torch.Tensor | float = 0.0
+    log_n: int = 0
+    warm_wrong: torch.Tensor | float = 0.0
+    warm_n: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        for k in ("log_loss", "log_wrong", "warm_wrong"):
+            d[k] = torch.as_tensor(d[k], dtype=torch.float64).cpu()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], device: torch.device) -> LoopState:
+        state = cls(**d)
+        for k in ("log_loss", "log_wrong", "warm_wrong"):
+            setattr(state, k, torch.as_tensor(getattr(state, k)).to(device))
+        return state
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5,
+        )
+        if out.returncode == 0:
+            return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def _peak_memory(device: torch.device) -> tuple[int, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process_peak_rss"
+
+
+def _build_sinks(settings: RunSettings, run_dir: Path, state: LoopState, resumed: bool) -> MetricsSink:
+    sinks: list[MetricsSink] = [
+        JsonlSink(run_dir / "metrics.jsonl", truncate_after_iter=state.iteration if resumed else 0)
+    ]
+    lg = settings.logger
+    if lg.name == "wandb":
+        wb = WandbSink(
+            project=lg.project,
+            run_dir=run_dir,
+            config=settings.config,
+            mode=lg.mode,
+            entity=lg.entity,
+            run_id=state.wandb_id,
+            name=f"{settings.exp_name}-seed{settings.seed}",
+            tags=list(lg.tags),
+        )
+        state.wandb_id = wb.run_id
+        sinks.append(wb)
+    return MultiSink(sinks)
+
+
+def _pct(x: float) -> float:
+    return 100.0 * x
+
+
+def fit(settings: RunSettings, run_dir: Path) -> dict[str, Any]:
+    """Train (or continue training) the run in `run_dir`; returns the summary."""
+    from tqdm import tqdm
+
+    tr = settings.trainer
+    device = resolve_device(tr.device)
+    ckpt_path = run_dir / LAST
+    ckpt = load_checkpoint(ckpt_path) if ckpt_path.is_file() else None
+    if ckpt is not None:
+        check_compatible(ckpt, model_name=settings.model.name, arch=settings.model.arch.as_dict(), path=ckpt_path)
+
+    data: PreparedData = prepare_data(settings.data, settings.seed)
+    torch.manual_seed(settings.seed)  # the model's initial weights depend only on the seed
+    model = build_from_arch(settings.model.arch, bn_group_size=settings.model.bn_group_size).to(device)
+    schedule = build_schedule(
+        settings.schedule.kind,
+        base_lr=settings.schedule.base_lr,
+        milestones=settings.schedule.milestones,
+        gamma=settings.schedule.gamma,
+        warmup=settings.schedule.warmup,
+        plateau=settings.schedule.plateau,
+    )
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=schedule.lr(0),
+        momentum=settings.optim.momentum,
+        weight_decay=settings.optim.weight_decay,
+        nesterov=settings.optim.nesterov,
+    )
+    warmup = schedule if isinstance(schedule, WarmupUntilError) else None
+    err = float("nan")  # the last running training error seen by the warm-up
+    stream = TrainStream(
+        data.train, data.mean, tr.batch_size, settings.seed, device, pad=settings.data.pad, flip=settings.data.flip
+    )
+    val = to_device(data.val, device)
+    test = to_device(data.test, device)
+    params = count_params(model)
+    macs = count_macs(model, input_size(settings.model.arch.family))
+
+    state = LoopState()
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        schedule.load_state_dict(ckpt["schedule"])
+        set_rng_state(ckpt["rng"])
+        state = LoopState.from_dict(ckpt["loop"], device)
+    resumed = ckpt is not None
+    if resumed and state.iteration >= tr.max_iters and (run_dir / "summary.json").is_file():
+        summary = json.loads((run_dir / "summary.json").read_text())
+        print(f"run already complete at iteration {state.iteration}: {run_dir}")
+        print(f"test error {summary['test_err']:.2f}% (raise trainer.max_iters to train further)")
+        return summary
+
+    sink = _build_sinks(settings, run_dir, state, resumed)
+    model.train()
+
+    def save() -> None:
+        save_checkpoint(
+            ckpt_path,
+            {
+                "meta": checkpoint_meta(
+                    model_name=settings.model.name,
+                    arch=settings.model.arch.as_dict(),
+                    num_classes=model.fc.out_features,
+                    iteration=state.iteration,
+                ),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "rng": rng_state(),
+                "loop": state.to_dict(),
+                "config": settings.config,
+            },
+        )
+
+    def run_eval() -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, split in (("val", val), ("test", test)):
+            if len(split):
+                r = evaluate(model, eval_batches(split, data.mean, tr.eval_batch_size, device))
+                out[f"{name}/err"], out[f"{name}/loss"] = _pct(r["err"]), r["loss"]
+        return out
+
+    if resumed:
+        print(f"resuming {run_dir} from iteration {state.iteration}")
+    bar = tqdm(
+        total=tr.max_iters, initial=state.iteration, disable=not tr.progress, desc=settings.exp_name,
+        dynamic_ncols=True, file=sys.stderr,
+    )
+    window_start, window_time = time.perf_counter(), 0.0
+    last_eval: dict[str, float] = {}
+    try:
+        for it in range(state.iteration, tr.max_iters):
+            lr = schedule.lr(it)
+            x, y = stream.batch(it)
+            loss_sum, wrong = train_step(model, optimizer, x, y, lr)
+            # float64 sums on the device: no sync per step, and identical before and after resume.
+            state.log_loss = state.log_loss + loss_sum.double()
+            state.log_wrong = state.log_wrong + wrong.double()
+            state.warm_wrong = state.warm_wrong + wrong.double()
+            state.log_n += y.shape[0]
+            state.warm_n += y.shape[0]
+            state.iteration = done = it + 1
+
+            if done % settings.schedule.check_every == 0:
+                # §4.2 warm-up: the running training error over the last check_every iterations.
+                err = float(state.warm_wrong) / state.warm_n
+                state.warm_wrong, state.warm_n = 0.0, 0
+                schedule.observe_train_error(it, err)
+            if warmup is not None and warmup.active(it) and not warmup.active(done):
+                bar.write(f"warm-up ended at iteration {done} (training error {_pct(err):.1f}% over the last "
+                          f"{settings.schedule.check_every} iterations); lr {schedule.lr(done):g}")
+
+            log_due = done % tr.log_every == 0 or done == tr.max_iters
+            eval_due = done % tr.eval_every == 0 or done == tr.max_iters
+            if log_due or eval_due:
+                now = time.perf_counter()
+                window_time += now - window_start
+                state.train_time += now - window_start
+                row: dict[str, Any] = {
+                    "iter": done,
+                    "epoch": round(done / stream.steps_per_epoch, 4),
+                    "lr": lr,
+                    "train/loss": float(state.log_loss) / state.log_n,
+                    "train/err": _pct(float(state.log_wrong) / state.log_n),
+                    "images_per_s": state.log_n / max(window_time, 1e-9),
+                }
+                bar.set_postfix(
+                    loss=f"{row['train/loss']:.3f}", err=f"{row['train/err']:.1f}%", lr=f"{lr:g}",
+                    img_s=f"{row['images_per_s']:.0f}", refresh=False,
+                )
+                state.log_loss, state.log_wrong, state.log_n = 0.0, 0.0, 0
+                window_time = 0.0
+                if eval_due:
+                    last_eval = run_eval()
+                    row.update(last_eval)
+                    if "val/err" in last_eval:
+                        if state.best_val_err is None or last_eval["val/err"] < state.best_val_err:
+                            state.best_val_err, state.best_val_iter = last_eval["val/err"], done
+                        schedule.observe_val_error(it, last_eval["val/err"] / 100)
+                    bar.write(
+                        f"iter {done}: "
+                        + " ".join(f"{k} {v:.2f}%" for k, v in last_eval.items() if k.endswith("/err"))
+                        + f"  train/err {row['train/err']:.2f}%  lr {lr:g}"
+                    )
+                sink.log(row)
+                window_start = time.perf_counter()
+            if done % tr.ckpt_every == 0 or done == tr.max_iters:
+                save()
+            bar.update(1)
+    finally:
+        bar.close()
+
+    peak, peak_kind = _peak_memory(device)
+    summary = {
+        "exp_name": settings.exp_name,
+        "model": settings.model.name,
+        "arch": settings.model.arch.as_dict(),
+        "seed": settings.seed,
+        "status": "complete",
+        "test_err": last_eval.get("test/err"),
+        "test_loss": last_eval.get("test/loss"),
+        "final_val_err": last_eval.get("val/err"),
+        "best_val_err": state.best_val_err,
+        "best_val_iter": state.best_val_iter,
+        "iterations": state.iteration,
+        "epochs": round(state.iteration / stream.steps_per_epoch, 2),
+        "warmup_switch_iter": None if warmup is None else warmup.ended_by(state.iteration),
+        "params": params,
+        "macs": macs,
+        "train_time_s": round(state.train_time, 2),
+        "images_per_s": round(state.iteration * tr.batch_size / max(state.train_time, 1e-9), 1),
+        "peak_memory_bytes": peak,
+        "peak_memory_kind": peak_kind,
+        "device": _device_name(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "git_commit": _git_commit(),
+        "data": settings.data.name,
+        "train_size": len(data.train),
+        "val_size": len(data.val),
+        "test_size": len(data.test),
+        "batch_size": tr.batch_size,
+        "bn_group_size": settings.model.bn_group_size,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "run_dir": str(run_dir),
+    }
+    write_json_atomic(run_dir / "summary.json", summary)
+    sink.summary(summary)
+    sink.close()
+    print(f"run dir: {run_dir}")
+    print(
+        f"test error {summary['test_err']:.2f}% after {state.iteration} iterations"
+        + (f"; best val error {state.best_val_err:.2f}% at iteration {state.best_val_iter}" if state.best_val_err is not None else "")
+    )
+    return summary

@@ -1,0 +1,368 @@
+"""Training the paper's way: recipes compose, the loop writes a complete run dir, resume is
+exact, bad input is one line and loses nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, SHARED_CIFAR, TINY, TINY_TRAINER, compose_config
+from resnet_repro import engine
+from resnet_repro.checkpoint import load_checkpoint
+from resnet_repro.cli import CONF_DIR
+from resnet_repro.evaluate import evaluate_checkpoint
+from resnet_repro.loggers import read_jsonl
+from resnet_repro.schedule import build_schedule
+from resnet_repro.settings import run_settings
+from resnet_repro.train import train_from_config
+
+EXPS = sorted(p.stem for p in (CONF_DIR / "exp").glob("*.yaml"))
+
+
+def train(tmp: Path, overrides: list[str], extra: list[str] = ()) -> dict:
+    cfg = compose_config(TINY + list(overrides) + list(extra))
+    return train_from_config(cfg, tmp, list(overrides) + list(extra))
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "resnet_repro", *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=300
+    )
+
+
+# -- recipes ------------------------------------------------------------------------------------
+
+
+def test_the_issue_names_every_cifar_exp() -> None:
+    expected = {f"cifar_resnet{d}" for d in (20, 32, 44, 56, 110, 1202)} | {
+        f"cifar_plain{d}" for d in (20, 32, 44, 56, 110)
+    }
+    assert expected <= set(EXPS)
+
+
+@pytest.mark.parametrize("exp", EXPS)
+def test_every_exp_composes_into_valid_settings(exp: str) -> None:
+    text = (CONF_DIR / "exp" / f"{exp}.yaml").read_text()
+    assert text.startswith("# @package _global_")
+    s = run_settings(compose_config([f"+exp={exp}"]))
+    assert s.exp_name == exp
+    if exp.startswith("cifar_"):
+        depth = int(exp.rsplit("net", 1)[-1].replace("plain", "").lstrip("_") or 0) if "resnet" in exp else int(exp[len("cifar_plain"):])
+        assert s.model.arch.depth == depth
+        assert s.model.arch.residual == ("resnet" in exp)
+        assert s.model.bn_group_size == 64  # §4.2: BN over 64 images per GPU
+        assert (s.trainer.batch_size, s.trainer.max_iters) == (128, 64000)
+        assert (s.optim.momentum, s.optim.weight_decay) == (0.9, 1e-4)
+        assert s.data.name == "cifar10" and s.data.val_size == 5000
+        assert bool(s.schedule.warmup and s.schedule.warmup["enabled"]) == (depth >= 110)
+
+
+def test_cifar_recipe_learning_rate_by_iteration() -> None:
+    s = run_settings(compose_config(["+exp=cifar_resnet56"]))
+    sch = build_schedule(s.schedule.kind, base_lr=s.schedule.base_lr, milestones=s.schedule.milestones,
+                         gamma=s.schedule.gamma, warmup=s.schedule.warmup)
+    lrs = {it: sch.lr(it) for it in (0, 31999, 32000, 47999, 48000, 63999, s.trainer.max_iters)}
+    assert lrs == pytest.approx({0: 0.1, 31999: 0.1, 32000: 0.01, 47999: 0.01, 48000: 0.001, 63999: 0.001, 64000: 0.001})
+
+
+def test_resnet110_recipe_warms_up_at_001_until_train_error_below_80_percent() -> None:
+    s = run_settings(compose_config(["+exp=cifar_resnet110"]))
+    sch = build_schedule(s.schedule.kind, base_lr=s.schedule.base_lr, milestones=s.schedule.milestones,
+                         gamma=s.schedule.gamma, warmup=s.schedule.warmup)
+    assert sch.lr(0) == pytest.approx(0.01)
+    assert sch.observe_train_error(99, 0.85) is False
+    assert sch.observe_train_error(399, 0.79) is True
+    assert (sch.lr(399), sch.lr(400), sch.lr(32000)) == pytest.approx((0.01, 0.1, 0.01))
+
+
+# -- a run ----------------------------------------------------------------------------------------
+
+
+def test_run_dir_holds_metrics_summary_checkpoint_and_config(tmp_path: Path) -> None:
+    summary = train(tmp_path, [])
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["iter"] for r in rows] == [2, 4, 6, 8, 10, 12]
+    for r in rows:
+        assert {"iter", "epoch", "lr", "train/loss", "train/err"} <= r.keys()
+    evals = [r for r in rows if "test/err" in r]
+    assert [r["iter"] for r in evals] == [6, 12] and all("val/err" in r for r in evals)
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk == summary
+    assert summary["test_err"] == evals[-1]["test/err"]
+    assert summary["best_val_err"] == min(r["val/err"] for r in evals)
+    for key in ("params", "macs", "seed", "iterations", "train_time_s", "images_per_s", "peak_memory_bytes",
+                "device", "torch", "git_commit", "warmup_switch_iter", "exp_name", "best_val_iter"):
+        assert key in summary
+    assert summary["iterations"] == 12 and summary["val_size"] == 128 and summary["train_size"] == 512
+    assert (tmp_path / "checkpoints" / "last.pt").is_file()
+    assert (tmp_path / "config.yaml").is_file()
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert ckpt["meta"]["iteration"] == 12
+
+
+def test_same_seed_same_run_and_seed_changes_it(tmp_path: Path) -> None:
+    a = train(tmp_path / "a", ["seed=3"])
+    b = train(tmp_path / "b", ["seed=3"])
+    c = train(tmp_path / "c", ["seed=4"])
+    rows = lambda d: [r["train/loss"] for r in read_jsonl(d / "metrics.jsonl")]  # noqa: E731
+    assert rows(tmp_path / "a") == rows(tmp_path / "b")
+    assert rows(tmp_path / "a") != rows(tmp_path / "c")
+    assert a["test_err"] == b["test_err"]
+
+
+def test_val_size_zero_trains_on_every_training_image(tmp_path: Path) -> None:
+    summary = train(tmp_path, ["data.val_size=0"])
+    assert summary["train_size"] == 640 and summary["val_size"] == 0 and summary["best_val_err"] is None
+
+
+def test_warmup_switch_iteration_is_recorded_in_summary_and_checkpoint(tmp_path: Path) -> None:
+    # A threshold of 100% (any error below it) ends the warm-up at the first check: iteration check_every.
+    summary = train(tmp_path, ["schedule.warmup.enabled=true", "schedule.warmup.error_threshold=1.0",
+                               "schedule.warmup.check_every=4"])
+    assert summary["warmup_switch_iter"] == 4
+    lrs = {r["iter"]: r["lr"] for r in read_jsonl(tmp_path / "metrics.jsonl")}
+    assert lrs[2] == pytest.approx(0.01) and lrs[4] == pytest.approx(0.01) and lrs[6] == pytest.approx(0.1)
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert ckpt["schedule"]  # the warm-up state travels with the checkpoint
+
+
+def test_warmup_cap_ends_warmup_when_error_never_drops(tmp_path: Path) -> None:
+    summary = train(tmp_path, ["schedule.warmup.enabled=true", "schedule.warmup.error_threshold=0.000001",
+                               "schedule.warmup.max_iters=6"])
+    assert summary["warmup_switch_iter"] == 6
+    lrs = {r["iter"]: r["lr"] for r in read_jsonl(tmp_path / "metrics.jsonl")}
+    assert lrs[6] == pytest.approx(0.01) and lrs[8] == pytest.approx(0.1)
+
+
+def test_bn_group_size_must_divide_the_batch(tmp_path: Path) -> None:
+    from resnet_repro.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a multiple of model.bn_group_size=24"):
+        train(tmp_path, ["model.bn_group_size=24"])
+
+
+# -- resume ---------------------------------------------------------------------------------------
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = train(tmp_path / "ref", ["schedule.warmup.enabled=true", "schedule.warmup.error_threshold=0.85",
+                                   "schedule.warmup.check_every=3"])
+    over = ["schedule.warmup.enabled=true", "schedule.warmup.error_threshold=0.85", "schedule.warmup.check_every=3"]
+
+    real_step, calls = engine.train_step, {"n": 0}
+
+    def crash_at_10(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 10:  # after the checkpoint at 8 and the metrics row at 8
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr("resnet_repro.train.train_step", crash_at_10)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "run", over)
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["meta"]["iteration"] == 8
+    monkeypatch.setattr("resnet_repro.train.train_step", real_step)
+    resumed = train(tmp_path / "run", over)  # re-running into the run dir continues it
+
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]  # noqa: E731
+    assert strip(read_jsonl(tmp_path / "run" / "metrics.jsonl")) == strip(read_jsonl(tmp_path / "ref" / "metrics.jsonl"))
+    for key in ("test_err", "best_val_err", "best_val_iter", "warmup_switch_iter", "iterations"):
+        assert resumed[key] == ref[key]
+    a = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "ref" / "checkpoints" / "last.pt")
+    for k, v in b["model"].items():
+        assert torch.equal(a["model"][k], v), k
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+
+
+def test_resume_option_continues_with_the_saved_settings_and_a_longer_budget(tmp_path: Path) -> None:
+    ref = train(tmp_path / "ref", ["seed=1", "trainer.max_iters=16"])
+    train(tmp_path / "run", ["seed=1"])  # stops at 12
+    cfg = compose_config(["resume=" + str(tmp_path / "run"), "trainer.max_iters=16"])  # defaults otherwise
+    resumed = train_from_config(cfg, tmp_path / "run", ["resume=" + str(tmp_path / "run"), "trainer.max_iters=16"])
+    assert resumed["iterations"] == 16
+    assert resumed["test_err"] == ref["test_err"]
+
+
+def test_resume_refuses_a_changed_recipe_and_keeps_the_checkpoint(tmp_path: Path) -> None:
+    from resnet_repro.errors import ConfigError
+
+    train(tmp_path, [])
+    ckpt = tmp_path / "checkpoints" / "last.pt"
+    before = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    with pytest.raises(ConfigError, match="started with seed=0 but this command sets 1"):
+        train(tmp_path, ["seed=1"])
+    with pytest.raises(ConfigError, match="cannot change when resuming"):
+        cfg = compose_config(TINY + [f"resume={tmp_path}", "model.depth=14"])
+        train_from_config(cfg, tmp_path, [f"resume={tmp_path}", "model.depth=14"])
+    assert hashlib.sha256(ckpt.read_bytes()).hexdigest() == before
+
+
+def test_rerunning_a_complete_run_keeps_its_results(tmp_path: Path) -> None:
+    first = train(tmp_path, [])
+    again = train(tmp_path, [])
+    assert again == first
+
+
+# -- eval -----------------------------------------------------------------------------------------
+
+
+def test_eval_reports_the_checkpoints_test_error(tmp_path: Path) -> None:
+    summary = train(tmp_path, [])
+    for target in (tmp_path, tmp_path / "checkpoints" / "last.pt"):
+        r = evaluate_checkpoint(str(target), device="cpu", batch_size=100)
+        assert r["err"] == pytest.approx(summary["test_err"])
+        assert r["n"] == 256
+
+
+def test_eval_refuses_a_checkpoint_whose_weights_do_not_fit(tmp_path: Path) -> None:
+    from resnet_repro.errors import CheckpointError
+
+    train(tmp_path, [])
+    path = tmp_path / "checkpoints" / "last.pt"
+    state = load_checkpoint(path)
+    state["model"].pop("fc.weight")
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    with pytest.raises(CheckpointError, match="weights do not fit"):
+        evaluate_checkpoint(str(bad), device="cpu")
+
+
+# -- W&B ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_is_written_inside_the_run_dir_and_resumes_the_same_run(tmp_path: Path) -> None:
+    train(tmp_path, ["logger=wandb", "trainer.max_iters=4"])
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    run_id = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["loop"]["wandb_id"]
+    assert run_id and runs[0].name.endswith(run_id)
+    cfg = compose_config(TINY + [f"resume={tmp_path}", "logger=wandb", "trainer.max_iters=8"])
+    train_from_config(cfg, tmp_path, [f"resume={tmp_path}", "trainer.max_iters=8"])
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["loop"]["wandb_id"] == run_id
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def test_cli_train_then_eval(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    r = cli("train", *TINY, f"hydra.run.dir={run}")
+    assert r.returncode == 0, r.stderr
+    assert f"run dir: {run}" in r.stdout and "test error" in r.stdout
+    r = cli("eval", f"ckpt={run}", "device=cpu")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("test error ")
+
+
+@pytest.mark.slow
+def test_cli_multirun_gives_one_run_dir_per_job(tmp_path: Path) -> None:
+    r = cli("train", "-m", *TINY, "trainer.max_iters=2", "seed=0,1", f"hydra.sweep.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    summaries = sorted(tmp_path.glob("*/summary.json"))
+    assert [p.parent.name for p in summaries] == ["0-cifar_resnet20-seed0", "1-cifar_resnet20-seed1"]
+    assert [json.loads(p.read_text())["seed"] for p in summaries] == [0, 1]
+
+
+def _write_folder(root: Path, size: int = 32, classes: tuple[str, ...] = ("a", "b")) -> None:
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (size, size), (i * 40, 0, 0)).save(root / split / c / f"{i}.png")
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        (["+exp=cifar_resnet21"], "unknown exp 'cifar_resnet21'"),
+        (["model=resnet9000"], "unknown model 'resnet9000'"),
+        (["data=imagenet22k"], "unknown data 'imagenet22k'"),
+        (["model.depth=21"], "CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, 1202, ...), got 21"),
+        (["data=cifar10_folder", "data.root=/nonexistent/cifar"], "/nonexistent/cifar"),
+        (["data=cifar10_folder"], "data=cifar10_folder needs data.root"),
+        (["trainer.batch_size=0"], "trainer.batch_size must be a positive integer, got 0"),
+        (["trainer.max_iters=-5"], "trainer.max_iters must be a positive integer, got -5"),
+        (["trainer.device=tpu"], "trainer.device must be auto, cpu or cuda"),
+        (["trainer.nonsense=1"], "Could not override 'trainer.nonsense'"),
+        (["data=cifar10", "data.root=/nonexistent/cifar10", "data.download=false"], "/nonexistent/cifar10"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero_exit(tmp_path: Path, case: list[str], message: str) -> None:
+    r = cli("train", *TINY_TRAINER, *case, f"hydra.run.dir={tmp_path / 'run'}")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("problem", ["missing_class", "wrong_size", "unreadable", "empty"])
+def test_malformed_image_folder_is_one_line(tmp_path: Path, problem: str) -> None:
+    root = tmp_path / "folder"
+    _write_folder(root)
+    if problem == "missing_class":
+        for f in (root / "test" / "b").iterdir():
+            f.unlink()
+        (root / "test" / "b").rmdir()
+        expect = "b"
+    elif problem == "wrong_size":
+        from PIL import Image
+
+        Image.new("RGB", (31, 32)).save(root / "train" / "a" / "odd.png")
+        expect = "odd.png"
+    elif problem == "unreadable":
+        (root / "train" / "b" / "broken.png").write_bytes(b"not an image")
+        expect = "broken.png"
+    else:
+        for f in (root / "train" / "a").iterdir():
+            f.unlink()
+        expect = "a"
+    r = cli("train", *TINY_TRAINER, "data=cifar10_folder", f"data.root={root}", f"data.cache_dir={tmp_path / 'cache'}",
+            f"hydra.run.dir={tmp_path / 'run'}")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and expect in lines[0], r.stderr
+
+
+def test_checkpoint_of_another_model_is_refused_and_kept(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert cli("train", *TINY, f"hydra.run.dir={run}").returncode == 0
+    ckpt = run / "checkpoints" / "last.pt"
+    before = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    summary_before = (run / "summary.json").read_bytes()
+    r = cli("train", *TINY, "model.depth=14", f"hydra.run.dir={run}")
+    assert r.returncode == 2 and "model.depth=8" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = cli("eval", f"ckpt={tmp_path / 'nope.pt'}")
+    assert r.returncode == 2 and "nope.pt" in r.stderr
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00garbage")
+    r = cli("eval", f"ckpt={garbage}")
+    assert r.returncode == 2 and "garbage.pt" in r.stderr and "Traceback" not in r.stderr
+    assert hashlib.sha256(ckpt.read_bytes()).hexdigest() == before
+    assert (run / "summary.json").read_bytes() == summary_before
+
+
+# -- real data ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_CIFAR.is_file(), reason="../shared/data/cifar10-jpeg.tar.gz not present")
+def test_resnet_learns_real_cifar10_jpeg_on_cpu(tmp_path: Path) -> None:
+    overrides = [
+        "+exp=cifar_resnet20", "data=cifar10_folder", f"data.root={SHARED_CIFAR}",
+        f"data.cache_dir={tmp_path / 'cache'}", "model.depth=8", "logger=none", "trainer.device=cpu",
+        "trainer.max_iters=300", "trainer.eval_every=300", "trainer.log_every=50", "trainer.ckpt_every=300",
+        "trainer.progress=false",
+    ]
+    summary = train_from_config(compose_config(overrides), tmp_path / "run", overrides)
+    assert summary["test_size"] == 10000 and summary["train_size"] == 45000
+    assert summary["test_err"] < 65.0  # chance is 90%; ~300 iterations of ResNet-8 reach ~50%
