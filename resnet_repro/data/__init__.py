@@ -1,0 +1,34 @@
+"""CIFAR-style data: sources (torchvision CIFAR-10, image folders, synthetic) and the
+in-memory tensor pipeline that augments batches on the training device (§4.2)."""
+
+from __future__ import annotations
+
+from resnet_repro.data.pipeline import (
+    TrainStream,
+    eval_batches,
+    normalize,
+    per_pixel_mean,
+    to_device,
+)
+from resnet_repro.data.sources import (
+    ArraySplit,
+    Dataset,
+    load_cifar10,
+    load_image_folder,
+    make_synthetic,
+    split_train_val,
+)
+
+__all__ = [
+    "ArraySplit",
+    "Dataset",
+    "TrainStream",
+    "eval_batches",
+    "load_cifar10",
+    "load_image_folder",
+    "make_synthetic",
+    "normalize",
+    "per_pixel_mean",
+    "split_train_val",
+    "to_device",
+]

@@ -1,0 +1,429 @@
+"""Where CIFAR-style arrays come from: torchvision's CIFAR-10, an image-folder copy (directory
+or tar archive), or generated synthetic data. Every source returns the same thing: uint8 NCHW
+images and int64 labels held in memory, the layout the tensor pipeline (`pipeline.py`) expects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import tempfile
+import urllib.error
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from resnet_repro.errors import DataError
+
+# CIFAR images are 32x32 (§4.2); the pipeline and the CIFAR models assume it.
+IMAGE_SIZE = 32
+IMAGE_EXTENSIONS = (
+    ".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff", ".webp"
+)
+# Bump when the cached arrays change meaning, so stale caches are ignored.
+_CACHE_FORMAT = "imagefolder-v1"
+
+
+@dataclass
+class ArraySplit:
+    x: torch.Tensor  # uint8 [N, 3, 32, 32], NCHW
+    y: torch.Tensor  # int64 [N]
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass
+class Dataset:
+    train: ArraySplit
+    test: ArraySplit
+    classes: list[str]  # label index -> class name
+
+
+# --------------------------------------------------------------------------------------------
+# torchvision CIFAR-10
+
+
+def load_cifar10(root: str | Path, download: bool = True) -> Dataset:
+    """The original CIFAR-10 (python version) under `root`, downloaded there if missing."""
+    from torchvision import datasets  # lazy: torchvision is slow to import
+
+    root = Path(root).expanduser().absolute()
+    alternatives = (
+        "put the python version there (cifar-10-batches-py/), or use "
+        "data=cifar10_folder data.root=<folder or .tar.gz>, or data=synthetic"
+    )
+    try:
+        train = datasets.CIFAR10(str(root), train=True, download=False)
+        test = datasets.CIFAR10(str(root), train=False, download=False)
+    except RuntimeError:  # torchvision: "Dataset not found or corrupted"
+        if not download:
+            raise DataError(
+                f"CIFAR-10 not found under {root} (download disabled); {alternatives}"
+            ) from None
+        try:
+            train = datasets.CIFAR10(str(root), train=True, download=True)
+            test = datasets.CIFAR10(str(root), train=False, download=True)
+        except (urllib.error.URLError, OSError, RuntimeError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise DataError(
+                f"CIFAR-10 not found under {root} and could not be downloaded ({reason}); "
+                f"{alternatives}"
+            ) from None
+    return Dataset(
+        train=_from_nhwc(train.data, train.targets),
+        test=_from_nhwc(test.data, test.targets),
+        classes=list(train.classes),
+    )
+
+
+def _from_nhwc(images: np.ndarray, labels: list[int] | np.ndarray) -> ArraySplit:
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    return ArraySplit(x=x, y=y)
+
+
+# --------------------------------------------------------------------------------------------
+# Image folders: train/<class>/* and test/<class>/*, as a directory or a tar archive
+
+# split -> class -> [(name shown in errors, payload: file bytes or a path to read)]
+_Listing = dict[str, dict[str, list[tuple[str, "bytes | Path"]]]]
+_ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+def load_image_folder(root: str | Path, cache_dir: str | Path | None = None) -> Dataset:
+    """An image-folder copy of a CIFAR-style data set (e.g. the JPEG copy of CIFAR-10).
+
+    `root` is a directory or a .tar/.tar.gz/.tgz archive containing `train/<class>/*` and
+    `test/<class>/*`, directly or under one top-level folder. Classes are sorted alphabetically
+    to give label indices; files within a class are sorted by name. The decoded uint8 arrays
+    are cached as .npz in `cache_dir` (default $RESNET_REPRO_CACHE or ~/.cache/resnet_repro).
+    """
+    src = Path(root).expanduser().absolute()
+    if not src.exists():
+        raise DataError(f"image folder not found: {src}")
+    is_archive = src.is_file()
+    if is_archive and not src.name.lower().endswith(_ARCHIVE_SUFFIXES):
+        raise DataError(f"{src} is a file but not a .tar, .tar.gz or .tgz archive")
+
+    listing: _Listing | None = None
+    if is_archive:
+        # Archive: key on path + size + mtime, so a cache hit never has to read the archive.
+        st = src.stat()
+        key_text = f"{_CACHE_FORMAT}|{src}|{st.st_size}|{st.st_mtime_ns}"
+    else:
+        # Directory: its own mtime misses edits inside class folders, so key on every
+        # listed image's relative path + size + mtime instead (a stat per file: cheap).
+        listing, split_root = _list_directory(src)
+        parts = [f"{_CACHE_FORMAT}|{src}"]
+        for split in ("train", "test"):
+            for cls in sorted(listing[split]):
+                for _, path in listing[split][cls]:
+                    st = Path(path).stat()
+                    rel = Path(path).relative_to(split_root)
+                    parts.append(f"{rel}|{st.st_size}|{st.st_mtime_ns}")
+        key_text = "\n".join(parts)
+    key = hashlib.sha256(key_text.encode()).hexdigest()[:20]
+    cache_file = _cache_root(cache_dir) / f"{_safe_stem(src)}-{key}.npz"
+
+    cached = _read_cache(cache_file)
+    if cached is not None:
+        return cached
+    if listing is None:
+        listing = _list_archive(src)
+    dataset = _decode_listing(listing)
+    _write_cache(cache_file, dataset)
+    return dataset
+
+
+def _cache_root(cache_dir: str | Path | None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("RESNET_REPRO_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "resnet_repro"
+
+
+def _safe_stem(src: Path) -> str:
+    name = src.name
+    for suffix in (".tar.gz", ".tgz", ".tar"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "data"
+
+
+def _is_image_name(name: str) -> bool:
+    # Hidden files (.DS_Store, macOS "._x.jpg" resource forks) are never images.
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _list_directory(src: Path) -> tuple[_Listing, Path]:
+    def has_splits(d: Path) -> bool:
+        return (d / "train").is_dir() and (d / "test").is_dir()
+
+    base = src
+    if not has_splits(src):
+        nested = [d for d in sorted(src.iterdir()) if d.is_dir() and has_splits(d)]
+        if len(nested) == 1:  # e.g. an extracted archive with one top-level folder
+            base = nested[0]
+        else:
+            _missing_split_error(
+                src, has_train=(src / "train").is_dir(), has_test=(src / "test").is_dir()
+            )
+    listing: _Listing = {}
+    for split in ("train", "test"):
+        classes: dict[str, list[tuple[str, bytes | Path]]] = {}
+        for class_dir in sorted((base / split).iterdir()):
+            if not class_dir.is_dir() or class_dir.name.startswith("."):
+                continue
+            files = sorted(p for p in class_dir.iterdir() if p.is_file() and _is_image_name(p.name))
+            classes[class_dir.name] = [(str(p), p) for p in files]
+        listing[split] = classes
+    _validate(listing, str(base))
+    return listing, base
+
+
+def _list_archive(src: Path) -> _Listing:
+    # One sequential pass reads every member's bytes: random access into a .tar.gz would
+    # decompress from the start for each file.
+    files: dict[tuple[str, ...], bytes] = {}
+    dirs: set[tuple[str, ...]] = set()
+    try:
+        with tarfile.open(src, "r:*") as tar:
+            for member in tar:
+                name = member.name
+                while name.startswith("./"):
+                    name = name[2:]
+                parts = tuple(p for p in name.strip("/").split("/") if p not in ("", "."))
+                if not parts:
+                    continue
+                if member.isdir():
+                    dirs.add(parts)
+                elif member.isfile() and ("train" in parts or "test" in parts):
+                    handle = tar.extractfile(member)
+                    files[parts] = handle.read() if handle is not None else b""
+                    dirs.update(parts[:i] for i in range(1, len(parts)))
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        reason = " ".join(str(exc).split())  # tarfile's messages span several lines
+        raise DataError(f"cannot read archive {src}: {reason}") from None
+
+    # The data root is the shallowest folder holding both train/ and test/.
+    with_split: dict[tuple[str, ...], set[str]] = {}
+    for d in dirs:
+        if d[-1] in ("train", "test"):
+            with_split.setdefault(d[:-1], set()).add(d[-1])
+    roots = sorted(
+        (p for p, s in with_split.items() if s == {"train", "test"}), key=lambda p: (len(p), p)
+    )
+    if not roots:
+        _missing_split_error(
+            src,
+            has_train=any("train" in s for s in with_split.values()),
+            has_test=any("test" in s for s in with_split.values()),
+        )
+    base = roots[0]
+    depth = len(base)
+    listing: _Listing = {"train": {}, "test": {}}
+    for d in dirs:  # class folders, including empty ones (reported below)
+        in_split = len(d) == depth + 2 and d[:depth] == base and d[depth] in listing
+        if in_split and not d[-1].startswith("."):
+            listing[d[depth]].setdefault(d[-1], [])
+    for parts, data in files.items():
+        if len(parts) == depth + 3 and parts[:depth] == base and parts[depth] in listing:
+            split, cls, fname = parts[depth:]
+            if not cls.startswith(".") and _is_image_name(fname):
+                listing[split].setdefault(cls, []).append((f"{src}:{'/'.join(parts)}", data))
+    for classes in listing.values():
+        for cls in classes:
+            classes[cls].sort(key=lambda item: item[0])
+    _validate(listing, f"{src}:{'/'.join(base) or '.'}")
+    return listing
+
+
+def _missing_split_error(src: Path, has_train: bool, has_test: bool) -> NoReturn:
+    layout = "expected train/<class>/* and test/<class>/*"
+    if has_train and not has_test:
+        raise DataError(f"{src} has a train/ folder but no test/ folder ({layout})")
+    if has_test and not has_train:
+        raise DataError(f"{src} has a test/ folder but no train/ folder ({layout})")
+    raise DataError(f"no train/ and test/ folders found in {src} ({layout})")
+
+
+def _validate(listing: _Listing, where: str) -> None:
+    train, test = set(listing["train"]), set(listing["test"])
+    for split in ("train", "test"):
+        if not listing[split]:
+            raise DataError(f"{where}/{split} has no class folders")
+    if train != test:
+        only_train, only_test = sorted(train - test), sorted(test - train)
+        detail = "; ".join(
+            s for s in (
+                f"missing from test: {', '.join(only_train)}" if only_train else "",
+                f"missing from train: {', '.join(only_test)}" if only_test else "",
+            ) if s
+        )
+        raise DataError(f"train and test classes differ in {where} ({detail})")
+    for split in ("train", "test"):
+        for cls, items in sorted(listing[split].items()):
+            if not items:
+                raise DataError(
+                    f"{where}/{split}/{cls} has no images ({', '.join(IMAGE_EXTENSIONS)})"
+                )
+
+
+def _decode_listing(listing: _Listing) -> Dataset:
+    classes = sorted(listing["train"])
+    splits = {}
+    for split in ("train", "test"):
+        n = sum(len(listing[split][c]) for c in classes)
+        x = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+        y = np.empty(n, dtype=np.int64)
+        i = 0
+        # Serial on purpose: Pillow decodes a 32x32 image in ~70 us, so threads only add overhead.
+        for label, cls in enumerate(classes):
+            for name, payload in listing[split][cls]:
+                x[i] = _decode_image(name, payload)
+                y[i] = label
+                i += 1
+        splits[split] = _from_nhwc(x, y)
+    return Dataset(train=splits["train"], test=splits["test"], classes=classes)
+
+
+def _decode_image(name: str, payload: bytes | Path) -> np.ndarray:
+    try:
+        data = payload.read_bytes() if isinstance(payload, Path) else payload
+        with Image.open(io.BytesIO(data)) as im:
+            if im.size != (IMAGE_SIZE, IMAGE_SIZE):
+                raise DataError(
+                    f"{name} is {im.size[0]}x{im.size[1]} (WxH); expected {IMAGE_SIZE}x{IMAGE_SIZE}"
+                )
+            return np.asarray(im.convert("RGB"))
+    except DataError:
+        raise
+    except UnidentifiedImageError:
+        raise DataError(f"cannot decode image {name}: not a recognised image file") from None
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot decode image {name}: {exc}") from None
+
+
+def _read_cache(cache_file: Path) -> Dataset | None:
+    if not cache_file.is_file():
+        return None
+    try:
+        with np.load(cache_file, allow_pickle=False) as z:
+            return Dataset(
+                train=_from_nhwc(z["train_x"], z["train_y"]),
+                test=_from_nhwc(z["test_x"], z["test_y"]),
+                classes=[str(c) for c in z["classes"]],
+            )
+    except Exception as exc:  # any unreadable cache is just a miss: decode again
+        warnings.warn(f"ignoring unreadable data cache {cache_file}: {exc}", stacklevel=3)
+        return None
+
+
+def _write_cache(cache_file: Path, dataset: Dataset) -> None:
+    # Write to a temp file in the same folder, then rename: readers never see a partial file.
+    tmp_name = None
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            dir=cache_file.parent, prefix=".tmp-", suffix=".npz", delete=False
+        ) as f:
+            tmp_name = f.name
+            np.savez(
+                f,
+                train_x=dataset.train.x.permute(0, 2, 3, 1).numpy(),
+                train_y=dataset.train.y.numpy(),
+                test_x=dataset.test.x.permute(0, 2, 3, 1).numpy(),
+                test_y=dataset.test.y.numpy(),
+                classes=np.array(dataset.classes, dtype=str),
+            )
+        os.replace(tmp_name, cache_file)
+    except OSError as exc:
+        warnings.warn(f"cannot write data cache {cache_file} ({exc}); not caching", stacklevel=3)
+        if tmp_name is not None:
+            try:
+                os.unlink(tmp_name)
+            except OSError:
+                pass
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic data: for tests and smoke runs without any download
+
+
+def make_synthetic(
+    n_train: int, n_test: int, seed: int, num_classes: int = 10, size: int = 32
+) -> Dataset:
+    """Class-conditional uint8 images a small CNN learns well above chance in a few hundred steps.
+
+    Each class has a fixed smooth random colour template (a 4x4 grid of colours, upsampled);
+    an image is a randomly shifted window of its class template (up to +-4 px, so crop
+    augmentation matters a little), blended 40/60 with a random smooth distractor image, plus
+    Gaussian pixel noise. Deterministic by `seed`.
+    """
+    if n_train < 0 or n_test < 0 or num_classes < 1 or size < 1:
+        raise DataError(
+            f"bad synthetic data size: n_train={n_train}, n_test={n_test}, "
+            f"num_classes={num_classes}, size={size}"
+        )
+    g = torch.Generator().manual_seed(seed)
+    shift = 4
+    big = size + 2 * shift
+    # Low-frequency templates: colours on a 4x4 grid, bilinearly upsampled.
+    coarse = torch.rand(num_classes, 3, 4, 4, generator=g) * 200.0 + 28.0
+    templates = F.interpolate(coarse, size=(big, big), mode="bilinear", align_corners=False)
+
+    n = n_train + n_test
+    # Balanced labels in each split (class counts differ by at most one), in random order.
+    y = torch.cat([
+        (torch.arange(k) % num_classes)[torch.randperm(k, generator=g)] for k in (n_train, n_test)
+    ])
+    dy = torch.randint(0, 2 * shift + 1, (n,), generator=g)
+    dx = torch.randint(0, 2 * shift + 1, (n,), generator=g)
+    windows = templates.unfold(2, size, 1).unfold(3, size, 1)  # [C,3,2s+1,2s+1,S,S], a view
+    x = windows[y, :, dy, dx]  # [N,3,S,S]: one copy, no per-image loop
+    # A per-image smooth distractor of the same kind outweighs the class signal, so the task
+    # takes some learning (a ResNet-20 is far above chance, not perfect, after 300 steps).
+    distractor = torch.rand(n, 3, 4, 4, generator=g) * 200.0 + 28.0
+    distractor = F.interpolate(distractor, size=(size, size), mode="bilinear", align_corners=False)
+    x = 0.4 * x + 0.6 * distractor
+    x += torch.randn(x.shape, generator=g) * 24.0
+    x = x.round_().clamp_(0, 255).to(torch.uint8)
+    return Dataset(
+        train=ArraySplit(x=x[:n_train].clone(), y=y[:n_train].clone()),
+        test=ArraySplit(x=x[n_train:].clone(), y=y[n_train:].clone()),
+        classes=[f"class{i}" for i in range(num_classes)],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Train/val holdout
+
+
+def split_train_val(split: ArraySplit, val_size: int, seed: int) -> tuple[ArraySplit, ArraySplit]:
+    """A fixed, seeded holdout of `val_size` training images (§4.2: the 45k/5k split on which
+    the schedule was chosen). Both parts keep the original order of the images they hold."""
+    n = len(split)
+    if not 0 <= val_size < n:
+        raise DataError(
+            f"val_size must be in [0, {n}) for a training split of {n} images, got {val_size}"
+        )
+    if val_size == 0:
+        return split, ArraySplit(x=split.x[:0], y=split.y[:0])
+    g = torch.Generator().manual_seed(seed)  # own generator: independent of global RNG state
+    perm = torch.randperm(n, generator=g)
+    val_idx = perm[:val_size].sort().values.to(split.x.device)
+    train_idx = perm[val_size:].sort().values.to(split.x.device)
+    return (
+        ArraySplit(x=split.x[train_idx], y=split.y[train_idx]),
+        ArraySplit(x=split.x[val_idx], y=split.y[val_idx]),
+    )
