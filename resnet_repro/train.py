@@ -175,6 +175,7 @@ class LoopState:
     best_val_err: float | None = None
     best_val_iter: int | None = None
     train_time: float = 0.0  # seconds in training steps (evaluation excluded)
+    wall_time: float = 0.0  # seconds in the loop, evaluation included, over all sessions
     wandb_id: str | None = None
     # Running sums since the last log row / warm-up check (device tensors, read at those steps).
     log_loss: torch.Tensor | float = 0.0
@@ -308,6 +309,7 @@ def fit(settings: RunSettings, run_dir: Path) -> dict[str, Any]:
     model.train()
 
     def save() -> None:
+        state.wall_time = wall_base + time.perf_counter() - session_start
         save_checkpoint(
             ckpt_path,
             {
@@ -341,6 +343,7 @@ def fit(settings: RunSettings, run_dir: Path) -> dict[str, Any]:
         dynamic_ncols=True, file=sys.stderr,
     )
     window_start, window_time = time.perf_counter(), 0.0
+    session_start, wall_base = window_start, state.wall_time
     last_eval: dict[str, float] = {}
     try:
         for it in range(state.iteration, tr.max_iters):
@@ -404,6 +407,7 @@ def fit(settings: RunSettings, run_dir: Path) -> dict[str, Any]:
     finally:
         bar.close()
 
+    state.wall_time = wall_base + time.perf_counter() - session_start
     peak, peak_kind = _peak_memory(device)
     summary = {
         "exp_name": settings.exp_name,
@@ -422,6 +426,7 @@ def fit(settings: RunSettings, run_dir: Path) -> dict[str, Any]:
         "params": params,
         "macs": macs,
         "train_time_s": round(state.train_time, 2),
+        "wall_time_s": round(state.wall_time, 2),
         "images_per_s": round(state.iteration * tr.batch_size / max(state.train_time, 1e-9), 1),
         "peak_memory_bytes": peak,
         "peak_memory_kind": peak_kind,

@@ -227,3 +227,16 @@ def test_grouped_bn_keeps_batchnorm_state_dict_keys() -> None:
     b = M.build_model("cifar_resnet20")
     assert a.state_dict().keys() == b.state_dict().keys()
     b.load_state_dict(a.state_dict())
+
+
+def test_conf_model_files_describe_the_registrys_architectures() -> None:
+    from omegaconf import OmegaConf
+
+    from resnet_repro.cli import CONF_DIR
+
+    files = sorted((CONF_DIR / "model").glob("*.yaml"))
+    assert {f.stem for f in files} == set(M.NAMED_MODELS)
+    for f in files:
+        cfg = OmegaConf.to_container(OmegaConf.load(f))
+        arch = M.Arch(**{k: cfg[k] for k in M.Arch.__dataclass_fields__})
+        assert cfg["name"] == f.stem and arch == M.NAMED_MODELS[f.stem], f.name

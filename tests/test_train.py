@@ -96,7 +96,7 @@ def test_run_dir_holds_metrics_summary_checkpoint_and_config(tmp_path: Path) -> 
     assert on_disk == summary
     assert summary["test_err"] == evals[-1]["test/err"]
     assert summary["best_val_err"] == min(r["val/err"] for r in evals)
-    for key in ("params", "macs", "seed", "iterations", "train_time_s", "images_per_s", "peak_memory_bytes",
+    for key in ("params", "macs", "seed", "iterations", "train_time_s", "wall_time_s", "images_per_s", "peak_memory_bytes",
                 "device", "torch", "git_commit", "warmup_switch_iter", "exp_name", "best_val_iter"):
         assert key in summary
     assert summary["iterations"] == 12 and summary["val_size"] == 128 and summary["train_size"] == 512
