@@ -72,9 +72,10 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
         raise
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a metrics.jsonl; a torn last line (crash mid-write) is skipped."""
-    rows = []
+def _parsed_lines(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
+    """(line, row) for every JSON-object line of a metrics.jsonl; a torn line (crash
+    mid-write) is skipped."""
+    out = []
     with open(path, encoding="utf-8") as f:
         for line in f:
             try:
@@ -82,23 +83,20 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue
             if isinstance(row, dict):
-                rows.append(row)
-    return rows
+                out.append((line if line.endswith("\n") else line + "\n", row))
+    return out
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a metrics.jsonl; a torn last line (crash mid-write) is skipped."""
+    return [row for _, row in _parsed_lines(path)]
 
 
 def _lines_up_to(path: Path, last_iter: int) -> list[str]:
     """The lines of `path` whose row has iter <= last_iter, verbatim; torn lines dropped."""
-    kept = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("iter"), int):
-                if row["iter"] <= last_iter:
-                    kept.append(line if line.endswith("\n") else line + "\n")
-    return kept
+    return [
+        line for line, row in _parsed_lines(path) if isinstance(row.get("iter"), int) and row["iter"] <= last_iter
+    ]
 
 
 class JsonlSink:

@@ -156,7 +156,25 @@ def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
 
 
-class BasicBlock(nn.Module):
+class _Block(nn.Module):
+    """y = ReLU(F(x) + shortcut(x)) (§3.2, Fig. 2); plain blocks drop the addition."""
+
+    residual: bool
+    downsample: nn.Module | None
+    relu: nn.ReLU
+
+    def branch(self, x: Tensor) -> Tensor:
+        """The residual function F(x): output of the last BN, before addition and ReLU."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.branch(x)
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu(out)
+
+
+class BasicBlock(_Block):
     """Two 3x3 convs, each followed by BN (§3.4); ReLU after the addition (Fig. 2)."""
 
     expansion = 1
@@ -181,18 +199,11 @@ class BasicBlock(nn.Module):
         self.residual = residual
 
     def branch(self, x: Tensor) -> Tensor:
-        """The residual function F(x): output of the last BN, before addition and ReLU."""
         out = self.relu(self.bn1(self.conv1(x)))
         return self.bn2(self.conv2(out))
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.branch(x)
-        if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
-        return self.relu(out)
 
-
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
     """1x1 (reduce), 3x3, 1x1 (restore, x4) convs, each followed by BN (§4.1, Fig. 5).
 
     The paper puts the stride-2 of conv3_1/4_1/5_1 on the first 1x1 conv (as its Caffe
@@ -228,12 +239,6 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         return self.bn3(self.conv3(out))
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.branch(x)
-        if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
-        return self.relu(out)
 
 
 BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
