@@ -18,16 +18,31 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on `device` when enabled (a no-op context otherwise)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, lr: float
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    y: Tensor,
+    lr: float,
+    amp: bool = False,
+    channels_last: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """One SGD step at learning rate `lr` on the batch (x, y).
+    """One SGD step at learning rate `lr` on the batch (x, y), optionally under bf16 autocast
+    and in channels_last layout (the weights and the optimizer stay fp32).
 
     Returns (summed cross-entropy over the batch, number of wrong top-1 predictions), both
     detached device tensors."""
     set_lr(optimizer, lr)
-    logits = model(x)
-    loss = F.cross_entropy(logits, y)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(x.device, amp):
+        logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

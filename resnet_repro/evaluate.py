@@ -1,8 +1,14 @@
-"""`python -m resnet_repro eval ckpt=<run dir or .pt>`: the test error of a checkpoint.
+"""`python -m resnet_repro eval ckpt=<run dir, checkpoint or torchvision weights>`.
 
-The model and the data come from the config saved in the checkpoint, so a checkpoint is
-evaluated on exactly the split and preprocessing (per-pixel mean of its training split) it was
-trained with; `data_root=` points at another copy of the same data.
+- One of our checkpoints: the model and the data come from the config saved in it, so it is
+  evaluated on exactly the split and preprocessing it was trained with; `data_root=` points at
+  another copy of the same data.
+- A torchvision ResNet weights file (`resnet50-*.pth`, v1.5 layout): evaluated on the ImageNet
+  val folder under `data_root=` with the paper's protocols.
+
+Protocols: CIFAR "single" (§4.2: the single original 32x32 view). ImageNet "center" (256, centre
+224 crop; Figure 4), "ten_crop" (§3.4, Tables 2-3), "multi_scale" (fully convolutional,
+shorter side {224, 256, 384, 480, 640}; Table 4), or "all" of them.
 """
 
 from __future__ import annotations
@@ -14,15 +20,17 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from resnet_repro.checkpoint import check_compatible, load_checkpoint, resolve_checkpoint_path
-from resnet_repro.data.build import prepare_data
+from resnet_repro.checkpoint import FORMAT, check_compatible, load_checkpoint, resolve_checkpoint_path
+from resnet_repro.data.build import load_cifar_splits
 from resnet_repro.data.pipeline import eval_batches
 from resnet_repro.engine import evaluate
 from resnet_repro.errors import CheckpointError, ConfigError, ReproError
-from resnet_repro.models import build_from_arch
+from resnet_repro.models import build_from_arch, get_arch
+from resnet_repro.pretrained import apply_weights, infer_torchvision_model
 from resnet_repro.settings import resolve_device, run_settings
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+IMAGENET_PROTOCOLS = ("center", "ten_crop", "multi_scale")
 
 
 def hydra_eval() -> None:
@@ -35,42 +43,101 @@ def _task(cfg: DictConfig) -> None:
     try:
         evaluate_checkpoint(
             str(cfg.ckpt), split=str(cfg.split), data_root=cfg.data_root, device=str(cfg.device),
-            batch_size=int(cfg.batch_size),
+            batch_size=int(cfg.batch_size), protocol=str(cfg.protocol), workers=int(cfg.workers),
         )
     except ReproError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
+def _imagenet_protocols(protocol: str) -> list[str]:
+    if protocol in ("auto", "ten_crop"):
+        return ["ten_crop"]  # the paper's comparison protocol (Tables 2 and 3)
+    if protocol == "all":
+        return list(IMAGENET_PROTOCOLS)
+    if protocol not in IMAGENET_PROTOCOLS:
+        raise ConfigError(f"unknown ImageNet protocol {protocol!r}; choose from: {', '.join(IMAGENET_PROTOCOLS)}, all")
+    return [protocol]
+
+
+def _eval_imagenet(model, files, labels, protocols, device, workers, batch_size, what: str) -> list[dict[str, Any]]:
+    from resnet_repro.protocols import evaluate_protocol, finalize
+
+    results = []
+    for proto in protocols:
+        r = finalize(evaluate_protocol(model, files, labels, proto, device=device, workers=workers, batch_size=batch_size))
+        print(f"{proto}: top-1 error {r['top1_err']:.2f}%, top-5 error {r['top5_err']:.2f}% ({r['n']} images) - {what}")
+        results.append({"protocol": proto, "err": r["top1_err"], "top5_err": r["top5_err"], "n": r["n"]})
+    return results
+
+
 def evaluate_checkpoint(
-    ckpt: str | Path, *, split: str = "test", data_root: str | None = None, device: str = "auto",
+    ckpt: str | Path,
+    *,
+    split: str = "test",
+    data_root: str | None = None,
+    device: str = "auto",
     batch_size: int = 1000,
+    protocol: str = "auto",
+    workers: int = 8,
 ) -> dict[str, Any]:
+    """Evaluate a checkpoint; returns the (first) protocol's result:
+    {"split", "protocol", "err" (top-1, %), "n", ...}."""
     if split not in ("test", "val"):
         raise ConfigError(f"split must be test or val, got {split!r}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size}")
     path = resolve_checkpoint_path(ckpt)
     state = load_checkpoint(path)
+    dev = resolve_device(device)
+
+    if state.get("format") != FORMAT:  # a torchvision state dict
+        name = infer_torchvision_model(state, path)
+        if not data_root:
+            raise ConfigError(f"{path} is a torchvision weights file: give data_root=<ImageNet folder with val/>")
+        from resnet_repro.data.imagenet import scan_image_folder
+
+        model = build_from_arch(get_arch(name))
+        apply_weights(model, state, path, name)
+        files, labels, _ = scan_image_folder(Path(data_root) / "val")
+        results = _eval_imagenet(model.to(dev), files, labels, _imagenet_protocols(protocol), dev, workers,
+                                 batch_size, f"{name} from {path}")
+        return {"split": "test", **results[0], "all": results}
+
     if not isinstance(state.get("config"), dict):
         raise CheckpointError(f"{path} has no saved run config; is it a resnet_repro training checkpoint?")
     settings = run_settings(state["config"])
-    check_compatible(state, model_name=settings.model.name, arch=settings.model.arch.as_dict(), path=path)
+    meta = state["meta"]
+    arch = replace(settings.model.arch, num_classes=meta["num_classes"])
+    check_compatible(state, model_name=settings.model.name, arch=arch.as_dict(), path=path)
     data_settings = settings.data if data_root is None else replace(settings.data, root=str(data_root))
-    dev = resolve_device(device)
-    data = prepare_data(data_settings, settings.seed)
-    model = build_from_arch(settings.model.arch).to(dev)
+    model = build_from_arch(arch)
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as e:
         raise CheckpointError(f"{path}: weights do not fit {settings.model.name}: {str(e).splitlines()[0]}") from None
-    chosen = data.test if split == "test" else data.val
+    model = model.to(dev)
+    what = f"{settings.model.name} at iteration {meta['iteration']}, {path}"
+
+    if data_settings.name == "imagenet":
+        from resnet_repro.data.imagenet import ImageNetStream, scan_image_folder
+
+        if split == "test":
+            files, labels, _ = scan_image_folder(Path(data_settings.root) / "val")
+        else:
+            s = ImageNetStream(data_settings.root, 1, settings.seed, device="cpu", workers=0,
+                               holdout=data_settings.val_size)
+            files, labels = s.holdout_files, s.holdout_labels
+        results = _eval_imagenet(model, files, labels, _imagenet_protocols(protocol), dev, workers, batch_size, what)
+        return {"split": split, **results[0], "iteration": meta["iteration"], "all": results}
+
+    if protocol not in ("auto", "single"):
+        raise ConfigError(f"CIFAR is tested on the single original view (§4.2): protocol=single, got {protocol!r}")
+    splits = load_cifar_splits(data_settings, settings.seed)
+    chosen = splits.test if split == "test" else splits.val
     if len(chosen) == 0:
         raise ConfigError(f"the run has no {split} split (data.val_size=0)")
-    r = evaluate(model, eval_batches(chosen, data.mean, batch_size, dev))
-    iteration = state["meta"]["iteration"]
-    print(
-        f"{split} error {100 * r['err']:.2f}% ({r['n']} images, loss {r['loss']:.4f}) - "
-        f"{settings.model.name} at iteration {iteration}, {path}"
-    )
-    return {"split": split, "err": 100 * r["err"], "loss": r["loss"], "n": r["n"], "iteration": iteration}
+    r = evaluate(model, eval_batches(chosen, splits.mean, batch_size, dev, splits.std, data_settings.resize))
+    print(f"{split} error {100 * r['err']:.2f}% ({r['n']} images, loss {r['loss']:.4f}) - {what}")
+    return {"split": split, "protocol": "single", "err": 100 * r["err"], "loss": r["loss"], "n": r["n"],
+            "iteration": meta["iteration"]}

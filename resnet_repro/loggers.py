@@ -99,6 +99,12 @@ def _lines_up_to(path: Path, last_iter: int) -> list[str]:
     ]
 
 
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
 class JsonlSink:
     """Appends one JSON object per `log` call to `path` (normally `<run>/metrics.jsonl`).
 
@@ -123,6 +129,8 @@ class JsonlSink:
                 tmp.unlink(missing_ok=True)
                 raise
         self._f = open(self.path, "a", encoding="utf-8", buffering=1)  # line-buffered
+        if self._f.tell() > 0 and not _ends_with_newline(self.path):
+            self._f.write("\n")  # a torn last line must not swallow the next row
 
     def log(self, row: Mapping[str, Any]) -> None:
         plain = to_plain(row)

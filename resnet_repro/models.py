@@ -468,6 +468,9 @@ def _named() -> dict[str, Arch]:
     # Table 3: ResNet-50/101/152 use option B, stride on the first 1x1 (the paper's layout).
     for d in (50, 101, 152):
         named[f"imagenet_resnet{d}"] = Arch("imagenet", d, shortcut="B")
+    # torchvision's layout ("v1.5": option B, bottleneck stride on the 3x3): its weights load.
+    for d in (18, 34, 50, 101, 152):
+        named[f"torchvision_resnet{d}"] = Arch("imagenet", d, shortcut="B", bottleneck_stride="3x3")
     return named
 
 

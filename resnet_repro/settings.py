@@ -22,6 +22,8 @@ class ModelSettings:
     name: str
     arch: Arch
     bn_group_size: int | None = None
+    weights: str | None = None  # start from these weights (torchvision file or our checkpoint)
+    freeze_backbone: bool = False  # train only the classifier head (with `weights`)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ class TrainerSettings:
     ckpt_every: int = 2000
     eval_batch_size: int = 1000
     progress: bool = True
+    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
+    channels_last: str = "auto"  # auto (on for CUDA) | on | off
+    sync_bn: bool = False  # SyncBatchNorm across processes (the paper did not synchronise)
 
 
 @dataclass(frozen=True)
@@ -104,19 +109,36 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def use_amp(setting: str, device: torch.device) -> bool:
+    """bf16 autocast: on by default on CUDA, off on the CPU (slow there, and CPU runs are
+    the fp32 reference)."""
+    return setting == "bf16" or (setting == "auto" and device.type == "cuda")
+
+
+def use_channels_last(setting: str, device: torch.device) -> bool:
+    return setting in ("on", "true") or (setting == "auto" and device.type == "cuda")
+
+
 def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
     """Validate a composed config and turn it into typed settings (one clear error each)."""
     c: dict[str, Any] = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
 
     m = dict(c["model"])
     arch_keys = set(Arch.__dataclass_fields__)
-    _known(m, arch_keys | {"name", "bn_group_size"}, "model")
+    _known(m, arch_keys | {"name", "bn_group_size", "weights", "freeze_backbone"}, "model")
     arch = Arch(**{k: m[k] for k in arch_keys if k in m})
-    model = ModelSettings(name=m["name"], arch=arch, bn_group_size=m.get("bn_group_size"))
+    model = ModelSettings(
+        name=m["name"], arch=arch, bn_group_size=m.get("bn_group_size"), weights=m.get("weights"),
+        freeze_backbone=bool(m.get("freeze_backbone", False)),
+    )
+    if model.freeze_backbone and not model.weights:
+        raise ConfigError("model.freeze_backbone=true needs model.weights=<file> to start from")
     with torch.device("meta"):  # every model setting is checked before any data is loaded
         build_from_arch(arch, bn_group_size=model.bn_group_size)
 
     d = dict(c["data"])
+    if "scale" in d:
+        d["scale"] = tuple(d["scale"])
     data = DataSettings(**_known(d, set(DataSettings.__dataclass_fields__), "data"))
     if data.val_size < 0:
         raise ConfigError(f"data.val_size must be >= 0, got {data.val_size}")
@@ -141,7 +163,13 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
     for key in ("batch_size", "max_iters", "eval_every", "log_every", "ckpt_every", "eval_batch_size"):
         if key in t:
             _positive_int(t[key], f"trainer.{key}")
-    trainer = TrainerSettings(**t)
+    trainer = TrainerSettings(**{k: (str(v).lower() if k in ("amp", "channels_last") else v) for k, v in t.items()})
+    if trainer.amp not in ("auto", "bf16", "off", "false"):
+        raise ConfigError(f"trainer.amp must be auto, bf16 or off, got {trainer.amp!r}")
+    if trainer.channels_last not in ("auto", "on", "off", "true", "false"):
+        raise ConfigError(f"trainer.channels_last must be auto, on or off, got {trainer.channels_last!r}")
+    if trainer.sync_bn and model.bn_group_size is not None:
+        raise ConfigError("trainer.sync_bn=true and model.bn_group_size are exclusive (SyncBN pools every process)")
     g = model.bn_group_size
     if g is not None and trainer.batch_size > g and trainer.batch_size % g:
         raise ConfigError(

@@ -20,12 +20,14 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from resnet_repro.checkpoint import (
     LAST,
@@ -36,14 +38,16 @@ from resnet_repro.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from resnet_repro.data.build import PreparedData, prepare_data
-from resnet_repro.data.pipeline import TrainStream, eval_batches, to_device
-from resnet_repro.engine import evaluate, train_step
+from resnet_repro import distributed
+from resnet_repro.data.build import build_training_data
+from resnet_repro.distributed import World, all_reduce_sum, per_process_batch, world_from_env
+from resnet_repro.engine import autocast, train_step
 from resnet_repro.errors import CheckpointError, ConfigError, ReproError
 from resnet_repro.loggers import JsonlSink, MetricsSink, MultiSink, WandbSink, write_json_atomic
 from resnet_repro.models import build_from_arch, count_macs, count_params, input_size
 from resnet_repro.schedule import WarmupUntilError, build_schedule
-from resnet_repro.settings import RunSettings, resolve_device, run_settings
+from resnet_repro.pretrained import apply_weights, freeze_backbone, load_weights, set_train_mode
+from resnet_repro.settings import RunSettings, resolve_device, run_settings, use_amp, use_channels_last
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 CONFIG_FILE = "config.yaml"
@@ -68,7 +72,22 @@ RESUMABLE_KEYS = (
 # --------------------------------------------------------------------------------------------
 
 
+def run_stamp() -> str:
+    """A timestamp for run-dir names that every process of one `torchrun` launch agrees on:
+    they share the elastic agent (their parent process), so its start time is the stamp.
+    Multi-node runs should name `hydra.run.dir` on a shared filesystem explicitly."""
+    t = time.time()
+    if "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ:
+        try:
+            t = os.stat(f"/proc/{os.getppid()}").st_mtime
+        except OSError:
+            pass
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(t))
+
+
 def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("run_stamp"):
+        OmegaConf.register_new_resolver("run_stamp", run_stamp, use_cache=True)
     # hydra.run.dir: the `resume=` dir if given, else a fresh timestamped one.
     if not OmegaConf.has_resolver("run_dir"):
         OmegaConf.register_new_resolver("run_dir", lambda resume, default: resume or default)
@@ -158,7 +177,8 @@ def train_from_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> d
         config = composed
     settings = run_settings(config)  # validate before writing anything
     run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create({k: v for k, v in config.items() if k != "resume"}), saved_path)
+    if world_from_env().is_main:
+        OmegaConf.save(OmegaConf.create({k: v for k, v in config.items() if k != "resume"}), saved_path)
     return fit(settings, run_dir)
 
 
@@ -252,20 +272,55 @@ def _pct(x: float) -> float:
     return 100.0 * x
 
 
+def _make_model(settings: RunSettings, device: torch.device, world: World) -> nn.Module:
+    """The model on its device, from its seed or from `model.weights`, wrapped for DDP."""
+    arch = settings.model.arch
+    torch.manual_seed(settings.seed)  # the initial weights depend only on the seed
+    model = build_from_arch(arch, bn_group_size=settings.model.bn_group_size)
+    if settings.model.weights:
+        skipped = apply_weights(model, load_weights(settings.model.weights), settings.model.weights, settings.model.name)
+        if world.is_main:
+            print(f"started from {settings.model.weights}" + (" (new classifier head)" if skipped else ""))
+        if settings.model.freeze_backbone:
+            freeze_backbone(model)
+    if settings.trainer.sync_bn and world.distributed:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
+    if use_channels_last(settings.trainer.channels_last, device):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
 def fit(settings: RunSettings, run_dir: Path) -> dict[str, Any]:
-    """Train (or continue training) the run in `run_dir`; returns the summary."""
+    """Train (or continue training) the run in `run_dir`; returns the summary.
+
+    Under torchrun every process runs this; rank 0 alone writes files and logs."""
     from tqdm import tqdm
 
+    world = world_from_env()
+    device = distributed.setup(world, resolve_device(settings.trainer.device))
+    try:
+        return _fit(settings, run_dir, world, device, tqdm)
+    finally:
+        distributed.teardown(world)
+
+
+def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.device, tqdm) -> dict[str, Any]:
     tr = settings.trainer
-    device = resolve_device(tr.device)
+    amp = use_amp(tr.amp, device)
+    channels_last = use_channels_last(tr.channels_last, device)
     ckpt_path = run_dir / LAST
+    data = build_training_data(
+        settings.data, settings.seed, batch_size=per_process_batch(tr.batch_size, world),
+        eval_batch_size=tr.eval_batch_size, device=device, world=world,
+    )
+    arch = replace(settings.model.arch, num_classes=settings.model.arch.num_classes or data.num_classes)
+    settings = replace(settings, model=replace(settings.model, arch=arch))
     ckpt = load_checkpoint(ckpt_path) if ckpt_path.is_file() else None
     if ckpt is not None:
-        check_compatible(ckpt, model_name=settings.model.name, arch=settings.model.arch.as_dict(), path=ckpt_path)
+        check_compatible(ckpt, model_name=settings.model.name, arch=arch.as_dict(), path=ckpt_path)
 
-    data: PreparedData = prepare_data(settings.data, settings.seed)
-    torch.manual_seed(settings.seed)  # the model's initial weights depend only on the seed
-    model = build_from_arch(settings.model.arch, bn_group_size=settings.model.bn_group_size).to(device)
+    model = _make_model(settings, device, world)
     schedule = build_schedule(
         settings.schedule.kind,
         base_lr=settings.schedule.base_lr,
@@ -274,22 +329,16 @@ def fit(settings: RunSettings, run_dir: Path) -> dict[str, Any]:
         warmup=settings.schedule.warmup,
         plateau=settings.schedule.plateau,
     )
+    warmup = schedule if isinstance(schedule, WarmupUntilError) else None
     optimizer = torch.optim.SGD(
-        model.parameters(),
+        [p for p in model.parameters() if p.requires_grad],
         lr=schedule.lr(0),
         momentum=settings.optim.momentum,
         weight_decay=settings.optim.weight_decay,
         nesterov=settings.optim.nesterov,
     )
-    warmup = schedule if isinstance(schedule, WarmupUntilError) else None
-    err = float("nan")  # the last running training error seen by the warm-up
-    stream = TrainStream(
-        data.train, data.mean, tr.batch_size, settings.seed, device, pad=settings.data.pad, flip=settings.data.flip
-    )
-    val = to_device(data.val, device)
-    test = to_device(data.test, device)
     params = count_params(model)
-    macs = count_macs(model, input_size(settings.model.arch.family))
+    macs = count_macs(model, input_size(arch.family) if settings.data.resize is None else settings.data.resize)
 
     state = LoopState()
     if ckpt is not None:
@@ -301,22 +350,35 @@ def fit(settings: RunSettings, run_dir: Path) -> dict[str, Any]:
     resumed = ckpt is not None
     if resumed and state.iteration >= tr.max_iters and (run_dir / "summary.json").is_file():
         summary = json.loads((run_dir / "summary.json").read_text())
-        print(f"run already complete at iteration {state.iteration}: {run_dir}")
-        print(f"test error {summary['test_err']:.2f}% (raise trainer.max_iters to train further)")
+        if world.is_main:
+            print(f"run already complete at iteration {state.iteration}: {run_dir}")
+            print(f"test error {summary['test_err']:.2f}% (raise trainer.max_iters to train further)")
         return summary
 
-    sink = _build_sinks(settings, run_dir, state, resumed)
-    model.train()
+    net = model
+    if world.distributed:
+        # BN running statistics stay per process during training (no buffer broadcast) and are
+        # averaged over processes before each evaluation and checkpoint: the same statistics a
+        # single process with BN groups of the per-process batch would keep.
+        with warnings.catch_warnings():  # newer torch renames the flag; this spelling is the one all versions read
+            warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+            net = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+            )
+    sink = _build_sinks(settings, run_dir, state, resumed) if world.is_main else MultiSink([])
+    frozen = settings.model.freeze_backbone
+    set_train_mode(net, frozen)
 
     def save() -> None:
         state.wall_time = wall_base + time.perf_counter() - session_start
+        distributed.average_buffers(model, world)
+        if not world.is_main:
+            return
         save_checkpoint(
             ckpt_path,
             {
                 "meta": checkpoint_meta(
-                    model_name=settings.model.name,
-                    arch=settings.model.arch.as_dict(),
-                    num_classes=model.fc.out_features,
+                    model_name=settings.model.name, arch=arch.as_dict(), num_classes=data.num_classes,
                     iteration=state.iteration,
                 ),
                 "model": model.state_dict(),
@@ -328,28 +390,26 @@ def fit(settings: RunSettings, run_dir: Path) -> dict[str, Any]:
             },
         )
 
-    def run_eval() -> dict[str, float]:
-        out: dict[str, float] = {}
-        for name, split in (("val", val), ("test", test)):
-            if len(split):
-                r = evaluate(model, eval_batches(split, data.mean, tr.eval_batch_size, device))
-                out[f"{name}/err"], out[f"{name}/loss"] = _pct(r["err"]), r["loss"]
-        return out
+    def reduced(*values: torch.Tensor | float) -> list[float]:
+        t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in values])
+        return all_reduce_sum(t, world).tolist()
 
-    if resumed:
+    if resumed and world.is_main:
         print(f"resuming {run_dir} from iteration {state.iteration}")
     bar = tqdm(
-        total=tr.max_iters, initial=state.iteration, disable=not tr.progress, desc=settings.exp_name,
-        dynamic_ncols=True, file=sys.stderr,
+        total=tr.max_iters, initial=state.iteration, disable=not (tr.progress and world.is_main),
+        desc=settings.exp_name, dynamic_ncols=True, file=sys.stderr,
     )
     window_start, window_time = time.perf_counter(), 0.0
     session_start, wall_base = window_start, state.wall_time
+    err = float("nan")  # the last running training error seen by the warm-up
     last_eval: dict[str, float] = {}
+    batches = data.stream.iterate(state.iteration)
     try:
         for it in range(state.iteration, tr.max_iters):
             lr = schedule.lr(it)
-            x, y = stream.batch(it)
-            loss_sum, wrong = train_step(model, optimizer, x, y, lr)
+            x, y = next(batches)
+            loss_sum, wrong = train_step(net, optimizer, x, y, lr, amp=amp, channels_last=channels_last)
             # float64 sums on the device: no sync per step, and identical before and after resume.
             state.log_loss = state.log_loss + loss_sum.double()
             state.log_wrong = state.log_wrong + wrong.double()
@@ -359,27 +419,30 @@ def fit(settings: RunSettings, run_dir: Path) -> dict[str, Any]:
             state.iteration = done = it + 1
 
             if done % settings.schedule.check_every == 0:
-                # §4.2 warm-up: the running training error over the last check_every iterations.
-                err = float(state.warm_wrong) / state.warm_n
+                # §4.2 warm-up: the running training error over the last check_every iterations,
+                # over all processes (so every process switches at the same iteration).
+                wrong_all, n_all = reduced(state.warm_wrong, state.warm_n)
+                err = wrong_all / n_all
                 state.warm_wrong, state.warm_n = 0.0, 0
                 schedule.observe_train_error(it, err)
-            if warmup is not None and warmup.active(it) and not warmup.active(done):
+            if warmup is not None and warmup.active(it) and not warmup.active(done) and world.is_main:
                 bar.write(f"warm-up ended at iteration {done} (training error {_pct(err):.1f}% over the last "
                           f"{settings.schedule.check_every} iterations); lr {schedule.lr(done):g}")
 
             log_due = done % tr.log_every == 0 or done == tr.max_iters
             eval_due = done % tr.eval_every == 0 or done == tr.max_iters
             if log_due or eval_due:
+                loss_all, wrong_all, n_all = reduced(state.log_loss, state.log_wrong, state.log_n)
                 now = time.perf_counter()
                 window_time += now - window_start
                 state.train_time += now - window_start
                 row: dict[str, Any] = {
                     "iter": done,
-                    "epoch": round(done / stream.steps_per_epoch, 4),
+                    "epoch": round(done / data.stream.steps_per_epoch, 4),
                     "lr": lr,
-                    "train/loss": float(state.log_loss) / state.log_n,
-                    "train/err": _pct(float(state.log_wrong) / state.log_n),
-                    "images_per_s": state.log_n / max(window_time, 1e-9),
+                    "train/loss": loss_all / n_all,
+                    "train/err": _pct(wrong_all / n_all),
+                    "images_per_s": n_all / max(window_time, 1e-9),
                 }
                 bar.set_postfix(
                     loss=f"{row['train/loss']:.3f}", err=f"{row['train/err']:.1f}%", lr=f"{lr:g}",
@@ -388,17 +451,20 @@ def fit(settings: RunSettings, run_dir: Path) -> dict[str, Any]:
                 state.log_loss, state.log_wrong, state.log_n = 0.0, 0.0, 0
                 window_time = 0.0
                 if eval_due:
-                    last_eval = run_eval()
+                    distributed.average_buffers(model, world)
+                    last_eval = data.evaluate(model, lambda: autocast(device, amp))
+                    set_train_mode(net, frozen)
                     row.update(last_eval)
                     if "val/err" in last_eval:
                         if state.best_val_err is None or last_eval["val/err"] < state.best_val_err:
                             state.best_val_err, state.best_val_iter = last_eval["val/err"], done
                         schedule.observe_val_error(it, last_eval["val/err"] / 100)
-                    bar.write(
-                        f"iter {done}: "
-                        + " ".join(f"{k} {v:.2f}%" for k, v in last_eval.items() if k.endswith("/err"))
-                        + f"  train/err {row['train/err']:.2f}%  lr {lr:g}"
-                    )
+                    if world.is_main:
+                        bar.write(
+                            f"iter {done}: "
+                            + " ".join(f"{k} {v:.2f}%" for k, v in last_eval.items() if k.endswith("err"))
+                            + f"  train/err {row['train/err']:.2f}%  lr {lr:g}"
+                        )
                 sink.log(row)
                 window_start = time.perf_counter()
             if done % tr.ckpt_every == 0 or done == tr.max_iters:
@@ -412,16 +478,17 @@ def fit(settings: RunSettings, run_dir: Path) -> dict[str, Any]:
     summary = {
         "exp_name": settings.exp_name,
         "model": settings.model.name,
-        "arch": settings.model.arch.as_dict(),
+        "arch": arch.as_dict(),
         "seed": settings.seed,
         "status": "complete",
         "test_err": last_eval.get("test/err"),
+        "test_top5_err": last_eval.get("test/top5_err"),
         "test_loss": last_eval.get("test/loss"),
         "final_val_err": last_eval.get("val/err"),
         "best_val_err": state.best_val_err,
         "best_val_iter": state.best_val_iter,
         "iterations": state.iteration,
-        "epochs": round(state.iteration / stream.steps_per_epoch, 2),
+        "epochs": round(state.iteration / data.stream.steps_per_epoch, 2),
         "warmup_switch_iter": None if warmup is None else warmup.ended_by(state.iteration),
         "params": params,
         "macs": macs,
@@ -431,24 +498,30 @@ def fit(settings: RunSettings, run_dir: Path) -> dict[str, Any]:
         "peak_memory_bytes": peak,
         "peak_memory_kind": peak_kind,
         "device": _device_name(device),
+        "world_size": world.size,
+        "amp": "bf16" if amp else "off",
+        "channels_last": channels_last,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "git_commit": _git_commit(),
         "data": settings.data.name,
-        "train_size": len(data.train),
-        "val_size": len(data.val),
-        "test_size": len(data.test),
+        "train_size": data.sizes["train"],
+        "val_size": data.sizes["val"],
+        "test_size": data.sizes["test"],
         "batch_size": tr.batch_size,
         "bn_group_size": settings.model.bn_group_size,
+        "weights": settings.model.weights,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "run_dir": str(run_dir),
     }
-    write_json_atomic(run_dir / "summary.json", summary)
-    sink.summary(summary)
+    if world.is_main:
+        write_json_atomic(run_dir / "summary.json", summary)
+        sink.summary(summary)
+        print(f"run dir: {run_dir}")
+        print(
+            f"test error {summary['test_err']:.2f}% after {state.iteration} iterations"
+            + (f"; best val error {state.best_val_err:.2f}% at iteration {state.best_val_iter}"
+               if state.best_val_err is not None else "")
+        )
     sink.close()
-    print(f"run dir: {run_dir}")
-    print(
-        f"test error {summary['test_err']:.2f}% after {state.iteration} iterations"
-        + (f"; best val error {state.best_val_err:.2f}% at iteration {state.best_val_iter}" if state.best_val_err is not None else "")
-    )
     return summary

@@ -77,7 +77,12 @@ def test_fresh_sink_appends_without_truncating(tmp_path: Path) -> None:
         sink = JsonlSink(path)
         sink.log({"iter": it})
         sink.close()
-    assert [r["iter"] for r in read_jsonl(path)] == [1, 2]
+    with open(path, "a") as f:
+        f.write('{"iter": 3, "lo')  # torn line: the next row must still parse
+    sink = JsonlSink(path)
+    sink.log({"iter": 4})
+    sink.close()
+    assert [r["iter"] for r in read_jsonl(path)] == [1, 2, 4]
 
 
 def test_write_json_atomic_replaces_the_file(tmp_path: Path) -> None:

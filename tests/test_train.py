@@ -50,10 +50,11 @@ def test_the_issue_names_every_cifar_exp() -> None:
 def test_every_exp_composes_into_valid_settings(exp: str) -> None:
     text = (CONF_DIR / "exp" / f"{exp}.yaml").read_text()
     assert text.startswith("# @package _global_")
-    s = run_settings(compose_config([f"+exp={exp}"]))
+    extra = ["model.weights=resnet18.pth"] if "finetune" in exp else []  # a required setting
+    s = run_settings(compose_config([f"+exp={exp}", *extra]))
     assert s.exp_name == exp
-    if exp.startswith("cifar_"):
-        depth = int(exp.rsplit("net", 1)[-1].replace("plain", "").lstrip("_") or 0) if "resnet" in exp else int(exp[len("cifar_plain"):])
+    if exp.startswith(("cifar_resnet", "cifar_plain")):
+        depth = int(exp.removeprefix("cifar_resnet").removeprefix("cifar_plain"))
         assert s.model.arch.depth == depth
         assert s.model.arch.residual == ("resnet" in exp)
         assert s.model.bn_group_size == 64  # §4.2: BN over 64 images per GPU

@@ -38,9 +38,18 @@ def per_pixel_mean(x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     return (total.double() / (n * 255.0)).float()
 
 
-def normalize(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    """uint8 [B,C,H,W] -> float32 on the [0, 1] scale minus the per-pixel mean (§4.2)."""
-    return x.float().div_(255.0).sub_(mean)
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 [B,C,H,W] -> float32 on the [0, 1] scale minus the mean (§4.2: the per-pixel mean
+    image [C,H,W]; a per-channel [C,1,1] mean and std for ImageNet-pretrained weights)."""
+    x = x.float().div_(255.0).sub_(mean)
+    return x if std is None else x.div_(std)
+
+
+def _resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    # Upsampling for ImageNet-pretrained nets fine-tuned on CIFAR at 224x224 (not in the paper).
+    if size is None or x.shape[-1] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
 
 
 def to_device(split: ArraySplit, device: torch.device | str) -> ArraySplit:
@@ -60,6 +69,10 @@ class TrainStream:
     Each epoch is a fresh permutation of the split (seeded by (seed, epoch)); the last partial
     batch is dropped. Augmentation: pad 4 pixels on each side, take a random 32x32 crop of the
     padded image, and flip it horizontally with probability 0.5.
+
+    Data parallel: `batch_size` is per process; the global batch of `batch_size * world_size`
+    images (and its augmentation draws) is the one a single process would see, and rank r takes
+    its r-th slice, so N processes train on exactly the batches of one process.
     """
 
     def __init__(
@@ -71,24 +84,33 @@ class TrainStream:
         device: torch.device | str = "cpu",
         pad: int = 4,
         flip: bool = True,
+        std: torch.Tensor | None = None,
+        resize: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         n = len(split)
         if batch_size < 1:
             raise DataError(f"batch_size must be positive, got {batch_size}")
-        if n < batch_size:
-            raise DataError(f"training split has {n} images, fewer than one batch of {batch_size}")
+        global_batch = batch_size * world_size
+        if n < global_batch:
+            raise DataError(f"training split has {n} images, fewer than one batch of {global_batch}")
         if pad < 0:
             raise DataError(f"pad must be >= 0, got {pad}")
         self.device = torch.device(device)
         moved = to_device(split, self.device)  # once: batches are gathered on the device
         self.x, self.y = moved.x, moved.y
         self.mean = mean.to(self.device, torch.float32)
+        self.std = None if std is None else std.to(self.device, torch.float32)
+        self.resize = resize
+        self.rank, self.world_size = rank, world_size
         self.n = n
         self.batch_size = batch_size
+        self.global_batch = global_batch
         self.seed = seed
         self.pad = pad
         self.flip = flip
-        self.steps_per_epoch = n // batch_size  # drop last: every step has a full batch
+        self.steps_per_epoch = n // global_batch  # drop last: every step has a full batch
         self._perm_epoch: int | None = None
         self._perm: torch.Tensor | None = None
 
@@ -103,30 +125,44 @@ class TrainStream:
         assert self._perm is not None
         return self._perm
 
-    def indices(self, it: int) -> torch.Tensor:
-        """Indices into the split of the images in batch `it` (on the stream's device)."""
+    def global_indices(self, it: int) -> torch.Tensor:
+        """Indices into the split of the global batch of iteration `it` (all ranks)."""
         if it < 0:
             raise ValueError(f"iteration must be >= 0, got {it}")
         perm = self._permutation(self.epoch_of(it))
-        start = (it % self.steps_per_epoch) * self.batch_size
-        return perm[start : start + self.batch_size]
+        start = (it % self.steps_per_epoch) * self.global_batch
+        return perm[start : start + self.global_batch]
+
+    def indices(self, it: int) -> torch.Tensor:
+        """Indices into the split of this rank's images in batch `it` (on the stream's device)."""
+        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        return self.global_indices(it)[mine]
+
+    def iterate(self, start_iter: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches for iterations start_iter, start_iter + 1, ... (the trainer's interface)."""
+        it = start_iter
+        while True:
+            yield self.batch(it)
+            it += 1
 
     def batch(self, it: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images float32 [B,3,32,32], labels int64 [B]) for global iteration `it`."""
+        """(images float32 [B,3,32,32], labels int64 [B]) of this rank for global iteration `it`."""
         idx = self.indices(it)
         # Normalise first, then zero-pad: the padding equals the mean pixel, as in the Caffe-era
         # CIFAR pipelines of the paper's time (padding raw zeros would add black borders).
-        x = normalize(self.x[idx], self.mean)
+        x = normalize(self.x[idx], self.mean, self.std)
         b, _, h, w = x.shape
         p = self.pad
         if p > 0:
             x = F.pad(x, (p, p, p, p))
 
-        # Offsets and flips drawn on CPU from (seed, it), then moved: same batch on any device.
+        # Offsets and flips drawn on CPU from (seed, it) for the global batch, then this rank's
+        # slice moved: the same batch on any device and for any number of processes.
         g = torch.Generator().manual_seed(_derived_seed(self.seed, "aug", it))
-        top = torch.randint(0, 2 * p + 1, (b,), generator=g).to(self.device)
-        left = torch.randint(0, 2 * p + 1, (b,), generator=g).to(self.device)
-        flipped = (torch.rand(b, generator=g) < 0.5).to(self.device) & self.flip
+        mine = slice(self.rank * b, (self.rank + 1) * b)
+        top = torch.randint(0, 2 * p + 1, (self.global_batch,), generator=g)[mine].to(self.device)
+        left = torch.randint(0, 2 * p + 1, (self.global_batch,), generator=g)[mine].to(self.device)
+        flipped = (torch.rand(self.global_batch, generator=g)[mine] < 0.5).to(self.device) & self.flip
 
         # One gather does crop and flip: a flipped crop reads its window's columns backwards.
         ar_h = torch.arange(h, device=self.device)
@@ -136,11 +172,16 @@ class TrainStream:
         bi = torch.arange(b, device=self.device)[:, None, None, None]
         ci = torch.arange(x.shape[1], device=self.device)[None, :, None, None]
         out = x[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
-        return out, self.y[idx]
+        return _resize(out, self.resize), self.y[idx]
 
 
 def eval_batches(
-    split: ArraySplit, mean: torch.Tensor, batch_size: int, device: torch.device | str
+    split: ArraySplit,
+    mean: torch.Tensor,
+    batch_size: int,
+    device: torch.device | str,
+    std: torch.Tensor | None = None,
+    resize: int | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Normalised batches in order, no augmentation (§4.2: test on the single original 32x32
     view). The last batch may be smaller. Pass a split already moved with `to_device` to avoid
@@ -149,6 +190,7 @@ def eval_batches(
         raise DataError(f"batch_size must be positive, got {batch_size}")
     split = to_device(split, device)
     mean = mean.to(split.x.device, torch.float32)
+    std = None if std is None else std.to(split.x.device, torch.float32)
     for start in range(0, len(split), batch_size):
         end = start + batch_size
-        yield normalize(split.x[start:end], mean), split.y[start:end]
+        yield _resize(normalize(split.x[start:end], mean, std), resize), split.y[start:end]

@@ -1,0 +1,89 @@
+"""Data-parallel training under `torchrun`: process group, devices, reductions.
+
+`torchrun --nproc_per_node=8 -m resnet_repro train ...` starts one process per GPU with RANK,
+LOCAL_RANK and WORLD_SIZE set; a plain `python -m resnet_repro train` is a world of one and
+every function here is then a no-op. The paper trained with BN statistics per device and no
+synchronisation (§3.4: 8 GPUs, §4.2: 2 GPUs), which is what plain DDP does.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from resnet_repro.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def world_from_env() -> World:
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    return World(rank=int(os.environ["RANK"]), local_rank=int(os.environ.get("LOCAL_RANK", "0")), size=size)
+
+
+def setup(world: World, device: torch.device) -> torch.device:
+    """Join the process group (NCCL on CUDA, gloo on CPU); returns this process's device."""
+    if not world.distributed:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def teardown(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(t: torch.Tensor, world: World) -> torch.Tensor:
+    """Sum a tensor over all processes (in place where distributed); returns it."""
+    if world.distributed:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+@torch.no_grad()
+def average_buffers(model: torch.nn.Module, world: World) -> None:
+    """Average floating-point buffers (BN running mean/var) over processes, in place."""
+    if not world.distributed:
+        return
+    for b in model.buffers():
+        if b.is_floating_point():
+            dist.all_reduce(b, op=dist.ReduceOp.SUM)
+            b.div_(world.size)
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()
+
+
+def per_process_batch(global_batch: int, world: World) -> int:
+    """The paper's batch sizes are totals (128 on CIFAR, 256 on ImageNet); each process
+    takes an equal share."""
+    if global_batch % world.size:
+        raise ConfigError(
+            f"trainer.batch_size={global_batch} (the global batch) is not divisible by {world.size} processes"
+        )
+    return global_batch // world.size
