@@ -124,8 +124,9 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {line}" if line else type(e).__name__
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by `save_checkpoint`; never executes code from the file."""
+def load_checkpoint(path: str | Path, map_location: Any = "cpu", *, any_state_dict: bool = False) -> dict[str, Any]:
+    """Read a checkpoint written by `save_checkpoint`; never executes code from the file.
+    `any_state_dict=True` also accepts a plain dict such as a torchvision weights file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -144,6 +145,8 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
             f"{path} is not a readable resnet_repro checkpoint "
             f"(corrupt, truncated, or not a checkpoint): {_reason(e)}"
         ) from e
+    if any_state_dict and isinstance(ckpt, dict) and "format" not in ckpt:
+        return ckpt
     _check_format(ckpt, path)
     return ckpt
 

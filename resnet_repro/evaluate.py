@@ -88,7 +88,7 @@ def evaluate_checkpoint(
     if batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size}")
     path = resolve_checkpoint_path(ckpt)
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, any_state_dict=True)
     dev = resolve_device(device)
 
     if state.get("format") != FORMAT:  # a torchvision state dict

@@ -22,7 +22,7 @@ StateDict = dict[str, torch.Tensor]
 
 def load_weights(path: str | Path) -> StateDict:
     """A model state dict from a torchvision weights file or a resnet_repro checkpoint."""
-    obj = load_checkpoint(path)
+    obj = load_checkpoint(path, any_state_dict=True)
     if obj.get("format") == FORMAT:
         return obj["model"]
     if not obj or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):

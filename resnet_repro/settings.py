@@ -131,6 +131,11 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
         name=m["name"], arch=arch, bn_group_size=m.get("bn_group_size"), weights=m.get("weights"),
         freeze_backbone=bool(m.get("freeze_backbone", False)),
     )
+    if model.weights == "required":  # an exp that only makes sense from pretrained weights
+        raise ConfigError(
+            f"exp {c.get('exp_name')} fine-tunes pretrained weights: give model.weights=<torchvision "
+            f"{model.name.removeprefix('torchvision_')} .pth file or one of our checkpoints>"
+        )
     if model.freeze_backbone and not model.weights:
         raise ConfigError("model.freeze_backbone=true needs model.weights=<file> to start from")
     with torch.device("meta"):  # every model setting is checked before any data is loaded

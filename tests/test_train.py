@@ -50,7 +50,7 @@ def test_the_issue_names_every_cifar_exp() -> None:
 def test_every_exp_composes_into_valid_settings(exp: str) -> None:
     text = (CONF_DIR / "exp" / f"{exp}.yaml").read_text()
     assert text.startswith("# @package _global_")
-    extra = ["model.weights=resnet18.pth"] if "finetune" in exp else []  # a required setting
+    extra = ["model.weights=resnet18.pth"] if "finetune" in exp else []  # required there
     s = run_settings(compose_config([f"+exp={exp}", *extra]))
     assert s.exp_name == exp
     if exp.startswith(("cifar_resnet", "cifar_plain")):
