@@ -33,6 +33,15 @@ class World:
 
 
 def world_from_env() -> World:
+    """The process's place in the job: torchrun's RANK/LOCAL_RANK/WORLD_SIZE, or a SLURM job
+    step of several tasks (Hydra's submitit launcher), whose variables submitit translates."""
+    # Only inside a submitit job: a plain `python` in an salloc shell or sbatch script also sees
+    # SLURM_NTASKS, and must stay a world of one rather than wait for peers that never start.
+    submitit_job = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
+    if "WORLD_SIZE" not in os.environ and submitit_job and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        from submitit.helpers import TorchDistributedEnvironment  # present: submitit started us
+
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World()
