@@ -83,6 +83,12 @@ def average_buffers(model: torch.nn.Module, world: World) -> None:
             b.div_(world.size)
 
 
+def all_reduce_max(t: torch.Tensor, world: World) -> torch.Tensor:
+    if world.distributed:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t
+
+
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()

@@ -31,12 +31,16 @@ def train_step(
     lr: float,
     amp: bool = False,
     channels_last: bool = False,
+    skip_nonfinite: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """One SGD step at learning rate `lr` on the batch (x, y), optionally under bf16 autocast
     and in channels_last layout (the weights and the optimizer stay fp32).
 
+    `skip_nonfinite`: do not apply a step whose gradients are not finite (one host sync per
+    step; the gradients are already averaged over processes, so every process decides alike).
+
     Returns (summed cross-entropy over the batch, number of wrong top-1 predictions), both
-    detached device tensors."""
+    detached device tensors; the loss is nan when the step was skipped."""
     set_lr(optimizer, lr)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -45,6 +49,11 @@ def train_step(
         loss = F.cross_entropy(logits.float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if skip_nonfinite:
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if not bool(torch.isfinite(torch.stack([g.norm() for g in grads]).sum())):
+            optimizer.zero_grad(set_to_none=True)
+            return torch.full_like(loss.detach(), float("nan")), torch.zeros((), dtype=torch.long, device=y.device)
     optimizer.step()
     with torch.no_grad():
         wrong = (logits.argmax(1) != y).sum()

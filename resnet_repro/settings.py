@@ -57,6 +57,7 @@ class TrainerSettings:
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
     channels_last: str = "auto"  # auto (on for CUDA) | on | off
     sync_bn: bool = False  # SyncBatchNorm across processes (the paper did not synchronise)
+    max_skipped_steps: int = 0  # steps with a nan/inf loss that may be skipped before stopping
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,9 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
         if key in t:
             _positive_int(t[key], f"trainer.{key}")
     trainer = TrainerSettings(**{k: (str(v).lower() if k in ("amp", "channels_last") else v) for k, v in t.items()})
+    if isinstance(trainer.max_skipped_steps, bool) or not isinstance(trainer.max_skipped_steps, int) \
+            or trainer.max_skipped_steps < 0:
+        raise ConfigError(f"trainer.max_skipped_steps must be an integer >= 0, got {trainer.max_skipped_steps!r}")
     if trainer.amp not in ("auto", "bf16", "off", "false"):
         raise ConfigError(f"trainer.amp must be auto, bf16 or off, got {trainer.amp!r}")
     if trainer.channels_last not in ("auto", "on", "off", "true", "false"):

@@ -17,8 +17,10 @@ import json
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -31,6 +33,7 @@ from torch import nn
 
 from resnet_repro.checkpoint import (
     LAST,
+    PREV,
     check_compatible,
     checkpoint_meta,
     load_checkpoint,
@@ -46,6 +49,7 @@ from resnet_repro.errors import CheckpointError, ConfigError, ReproError
 from resnet_repro.loggers import JsonlSink, MetricsSink, MultiSink, WandbSink, write_json_atomic
 from resnet_repro.models import build_from_arch, count_macs, count_params, input_size
 from resnet_repro.schedule import WarmupUntilError, build_schedule
+from resnet_repro.rundir import RunLock, remove_stale_temp_files, resume_checkpoint, write_text_atomic
 from resnet_repro.pretrained import apply_weights, freeze_backbone, load_weights, set_train_mode
 from resnet_repro.settings import RunSettings, resolve_device, run_settings, use_amp, use_channels_last
 
@@ -166,25 +170,63 @@ def train_from_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> d
     composed: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     run_dir = run_dir.absolute()
     saved_path = run_dir / CONFIG_FILE
-    ckpt_path = run_dir / LAST
+    has_ckpt = (run_dir / LAST).exists() or (run_dir / PREV).exists()
     explicit_resume = bool(composed.get("resume"))
-    if explicit_resume and not ckpt_path.is_file():
+    if explicit_resume and not has_ckpt:
         raise CheckpointError(f"nothing to resume in {run_dir}: no {LAST}")
-    if ckpt_path.is_file() and saved_path.is_file():
+    if has_ckpt and saved_path.is_file():
         saved = OmegaConf.to_container(OmegaConf.load(saved_path), resolve=True)
         config = reconcile_resume(composed, saved, overrides, explicit_resume)  # type: ignore[arg-type]
     else:
         config = composed
     settings = run_settings(config)  # validate before writing anything
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if world_from_env().is_main:
-        OmegaConf.save(OmegaConf.create({k: v for k, v in config.items() if k != "resume"}), saved_path)
-    return fit(settings, run_dir)
+    world = world_from_env()
+    if not world.is_main:
+        return fit(settings, run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ReproError(f"could not create run dir {run_dir}: {e.strerror or e}") from None
+    with RunLock(run_dir):  # a second process on this run dir is refused
+        remove_stale_temp_files(run_dir)
+        saved = OmegaConf.to_yaml(OmegaConf.create({k: v for k, v in config.items() if k != "resume"}))
+        write_text_atomic(saved_path, saved)
+        return fit(settings, run_dir)
 
 
 # --------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------
+
+
+class Diverged(ReproError):
+    """The loss became nan/inf."""
+
+
+class StopSignal:
+    """SIGTERM / SIGINT set a flag the loop reads after each iteration, so the run stops at an
+    iteration boundary with a checkpoint (clusters send SIGTERM before they kill). A second
+    SIGINT interrupts at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def install(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
 
 
 @dataclass
@@ -195,6 +237,7 @@ class LoopState:
     best_val_err: float | None = None
     best_val_iter: int | None = None
     train_time: float = 0.0  # seconds in training steps (evaluation excluded)
+    skipped: int = 0  # steps skipped for a non-finite loss (trainer.max_skipped_steps)
     wall_time: float = 0.0  # seconds in the loop, evaluation included, over all sessions
     wandb_id: str | None = None
     # Running sums since the last log row / warm-up check (device tensors, read at those steps).
@@ -316,9 +359,9 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
     )
     arch = replace(settings.model.arch, num_classes=settings.model.arch.num_classes or data.num_classes)
     settings = replace(settings, model=replace(settings.model, arch=arch))
-    ckpt = load_checkpoint(ckpt_path) if ckpt_path.is_file() else None
+    ckpt, ckpt_from = resume_checkpoint(run_dir)  # last.pt, or prev.pt if last.pt is broken
     if ckpt is not None:
-        check_compatible(ckpt, model_name=settings.model.name, arch=arch.as_dict(), path=ckpt_path)
+        check_compatible(ckpt, model_name=settings.model.name, arch=arch.as_dict(), path=ckpt_from)
 
     model = _make_model(settings, device, world)
     schedule = build_schedule(
@@ -369,7 +412,21 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
     frozen = settings.model.freeze_backbone
     set_train_mode(net, frozen)
 
+    bad_iter = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite loss, on device
+
+    def check_finite() -> None:
+        """Stop on a nan/inf loss (one sync; called at log steps and before every save, so a
+        diverged state is never written over the last good checkpoint)."""
+        first = int(distributed.all_reduce_max(bad_iter.clone(), world))
+        if first >= 0:
+            good = f"the last good checkpoint is {ckpt_path}" if ckpt_path.exists() else "no checkpoint was written"
+            raise Diverged(
+                f"training diverged: the loss became nan/inf at iteration {first + 1}; stopped, {good} "
+                f"(lower the learning rate, or allow skipped steps with trainer.max_skipped_steps=N)"
+            )
+
     def save() -> None:
+        check_finite()
         state.wall_time = wall_base + time.perf_counter() - session_start
         distributed.average_buffers(model, world)
         if not world.is_main:
@@ -388,7 +445,14 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
                 "loop": state.to_dict(),
                 "config": settings.config,
             },
+            keep_previous=run_dir / PREV,
         )
+
+    def log(row: dict[str, Any]) -> None:
+        try:
+            sink.log(row)
+        except OSError as e:
+            raise ReproError(f"could not write metrics in {run_dir}: {e.strerror or e}") from None
 
     def reduced(*values: torch.Tensor | float) -> list[float]:
         t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in values])
@@ -405,11 +469,26 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
     err = float("nan")  # the last running training error seen by the warm-up
     last_eval: dict[str, float] = {}
     batches = data.stream.iterate(state.iteration)
+    stop = StopSignal().install()
     try:
         for it in range(state.iteration, tr.max_iters):
             lr = schedule.lr(it)
             x, y = next(batches)
-            loss_sum, wrong = train_step(net, optimizer, x, y, lr, amp=amp, channels_last=channels_last)
+            loss_sum, wrong = train_step(
+                net, optimizer, x, y, lr, amp=amp, channels_last=channels_last,
+                skip_nonfinite=tr.max_skipped_steps > 0,
+            )
+            if tr.max_skipped_steps > 0 and not torch.isfinite(loss_sum):
+                # The step was not applied (trainer.max_skipped_steps allows a few).
+                state.skipped += 1
+                if world.is_main:
+                    bar.write(f"skipped iteration {it + 1}: non-finite loss ({state.skipped}/{tr.max_skipped_steps})")
+                if state.skipped > tr.max_skipped_steps:
+                    bad_iter.fill_(it)
+                    check_finite()
+                loss_sum, wrong = torch.zeros_like(loss_sum), torch.zeros_like(wrong)
+            else:
+                bad_iter = torch.where((bad_iter < 0) & ~torch.isfinite(loss_sum), it, bad_iter)
             # float64 sums on the device: no sync per step, and identical before and after resume.
             state.log_loss = state.log_loss + loss_sum.double()
             state.log_wrong = state.log_wrong + wrong.double()
@@ -432,6 +511,7 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
             log_due = done % tr.log_every == 0 or done == tr.max_iters
             eval_due = done % tr.eval_every == 0 or done == tr.max_iters
             if log_due or eval_due:
+                check_finite()
                 loss_all, wrong_all, n_all = reduced(state.log_loss, state.log_wrong, state.log_n)
                 now = time.perf_counter()
                 window_time += now - window_start
@@ -465,12 +545,31 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
                             + " ".join(f"{k} {v:.2f}%" for k, v in last_eval.items() if k.endswith("err"))
                             + f"  train/err {row['train/err']:.2f}%  lr {lr:g}"
                         )
-                sink.log(row)
+                log(row)
                 window_start = time.perf_counter()
             if done % tr.ckpt_every == 0 or done == tr.max_iters:
                 save()
             bar.update(1)
+            # SIGTERM/SIGINT: checkpoint and leave. Every process must stop at the same
+            # iteration, so under torchrun the flag is agreed at log steps.
+            if stop.signum is not None if not world.distributed else (
+                log_due and reduced(float(stop.signum is not None))[0] > 0
+            ):
+                if done % tr.ckpt_every and done != tr.max_iters:
+                    save()
+                if world.is_main:
+                    bar.close()
+                    print(
+                        f"stopped by {signal.Signals(stop.signum or signal.SIGTERM).name} at iteration {done}; "
+                        f"checkpoint written. Resume with: python -m resnet_repro train resume={run_dir}",
+                        file=sys.stderr,
+                    )
+                raise SystemExit(128 + (stop.signum or signal.SIGTERM))
+    except BaseException:
+        sink.close()  # what was logged stays; W&B's run is closed properly
+        raise
     finally:
+        stop.uninstall()
         bar.close()
 
     state.wall_time = wall_base + time.perf_counter() - session_start

@@ -67,7 +67,7 @@ def test_checkpoint_roundtrip_keeps_tensors_plain_values_and_rng(tmp_path: Path)
     save_checkpoint(path, state)
     loaded = load_checkpoint(path)
     assert loaded["format"] == FORMAT
-    assert_same({"format": FORMAT, **state}, loaded)
+    assert_same({"format": FORMAT, **state, "digest": loaded["digest"]}, loaded)
     # The optimizer state must load back into an optimizer (resume keeps momentum buffers).
     model = torch.nn.Linear(4, 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -203,3 +203,23 @@ def test_run_directory_resolves_to_its_last_checkpoint(tmp_path: Path) -> None:
     last = run / "checkpoints" / "last.pt"
     assert resolve_checkpoint_path(run) == last
     assert resolve_checkpoint_path(str(last)) == last
+
+
+def test_a_flipped_byte_inside_tensor_data_is_detected(tmp_path: Path) -> None:
+    # torch's zip reader does not notice this; the stored digest does.
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model": {"w": torch.randn(256, 256)}})
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="content does not match its digest"):
+        load_checkpoint(path)
+
+
+def test_keep_previous_moves_the_replaced_file_aside(tmp_path: Path) -> None:
+    last, prev = tmp_path / "last.pt", tmp_path / "prev.pt"
+    save_checkpoint(last, {"meta": {"iteration": 1}}, keep_previous=prev)
+    assert not prev.exists()
+    save_checkpoint(last, {"meta": {"iteration": 2}}, keep_previous=prev)
+    assert load_checkpoint(prev)["meta"]["iteration"] == 1
+    assert load_checkpoint(last)["meta"]["iteration"] == 2

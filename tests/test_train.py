@@ -14,7 +14,7 @@ import torch
 
 from conftest import REPO, SHARED_CIFAR, TINY, TINY_TRAINER, compose_config
 from resnet_repro import engine
-from resnet_repro.checkpoint import load_checkpoint
+from resnet_repro.checkpoint import load_checkpoint, save_checkpoint
 from resnet_repro.cli import CONF_DIR
 from resnet_repro.evaluate import evaluate_checkpoint
 from resnet_repro.loggers import read_jsonl
@@ -230,7 +230,7 @@ def test_eval_refuses_a_checkpoint_whose_weights_do_not_fit(tmp_path: Path) -> N
     state = load_checkpoint(path)
     state["model"].pop("fc.weight")
     bad = tmp_path / "bad.pt"
-    torch.save(state, bad)
+    save_checkpoint(bad, state)  # a well-formed checkpoint whose weights lack a tensor
     with pytest.raises(CheckpointError, match="weights do not fit"):
         evaluate_checkpoint(str(bad), device="cpu")
 

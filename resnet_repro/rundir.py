@@ -1,0 +1,97 @@
+"""A run directory's safety: one process at a time, and which checkpoint to resume from.
+
+- `RunLock`: an exclusive `flock` on `<run>/.lock`. The kernel drops it when the holder exits,
+  however it exits (kill -9 included), so a dead run never blocks its directory.
+- `resume_checkpoint`: `checkpoints/last.pt`, or `checkpoints/prev.pt` when the last one is
+  torn or corrupt; never a broken state, and never a silent fresh start over a broken one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from resnet_repro.checkpoint import LAST, PREV, load_checkpoint
+from resnet_repro.errors import CheckpointError, ReproError
+
+
+class RunLock:
+    """Hold `<run_dir>/.lock` for the life of a run; a second holder is refused."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ReproError(
+                f"run dir {self.path.parent} is in use by process {holder}; wait for it to finish, "
+                "or choose another hydra.run.dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Temp files of checkpoint writes that a killed process never finished."""
+    for tmp in glob.glob(str(run_dir / "checkpoints" / "*.tmp-*")):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def resume_checkpoint(run_dir: Path) -> tuple[dict[str, Any] | None, Path | None]:
+    """The newest readable checkpoint of a run, or (None, None) for a fresh run."""
+    last, prev = run_dir / LAST, run_dir / PREV
+    problems = []
+    for path in (last, prev):
+        if not path.exists():
+            continue
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as e:
+            problems.append(str(e))
+            continue
+        if problems:
+            warnings.warn(f"{problems[0]}; resuming from {path} instead", stacklevel=2)
+        return ckpt, path
+    if problems:
+        raise CheckpointError(
+            f"no readable checkpoint in {run_dir / 'checkpoints'} ({problems[0]}); not training from a broken "
+            "state: move the checkpoints away to start over"
+        )
+    return None, None
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ReproError(f"could not write {path}: {e.strerror or e}") from None
