@@ -572,6 +572,9 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
         stop.uninstall()
         bar.close()
 
+    if not last_eval:  # resumed at or past trainer.max_iters: the checkpoint's final numbers
+        distributed.average_buffers(model, world)
+        last_eval = data.evaluate(model, lambda: autocast(device, amp))
     state.wall_time = wall_base + time.perf_counter() - session_start
     peak, peak_kind = _peak_memory(device)
     summary = {
