@@ -6,6 +6,7 @@ without a host synchronisation every iteration; the loop reads them at log steps
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import torch
@@ -16,6 +17,45 @@ from torch import Tensor, nn
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+class CompiledWithFallback(nn.Module):
+    """A `torch.compile`d module that falls back to eager, with a warning, if compiling fails
+    (compilation happens at the first call, so that is where a failure shows)."""
+
+    def __init__(self, eager: nn.Module, mode: str) -> None:
+        super().__init__()
+        self.eager = eager
+        self.compiled = torch.compile(eager, mode=mode)
+        self.mode = mode
+        self.failed = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.failed:
+            try:
+                return self.compiled(x)
+            except Exception as e:  # any backend failure: keep training, eagerly
+                self.failed = True
+                warnings.warn(f"torch.compile(mode={self.mode!r}) failed, running eagerly: "
+                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", stacklevel=2)
+        return self.eager(x)
+
+
+def maybe_compile(model: nn.Module, mode: str | None) -> nn.Module:
+    return model if mode is None else CompiledWithFallback(model, mode)
+
+
+def make_sgd(params, *, lr: float, momentum: float, weight_decay: float, nesterov: bool, device: torch.device):
+    """SGD as the paper's, with the fused CUDA kernel where torch has it (one launch for all
+    parameters instead of several per tensor), else the foreach implementation."""
+    kwargs = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+    params = list(params)
+    if device.type == "cuda":
+        try:
+            return torch.optim.SGD(params, fused=True, **kwargs)
+        except (TypeError, RuntimeError):
+            pass
+    return torch.optim.SGD(params, foreach=True, **kwargs)
 
 
 def autocast(device: torch.device, enabled: bool):

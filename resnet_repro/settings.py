@@ -58,6 +58,7 @@ class TrainerSettings:
     channels_last: str = "auto"  # auto (on for CUDA) | on | off
     sync_bn: bool = False  # SyncBatchNorm across processes (the paper did not synchronise)
     max_skipped_steps: int = 0  # steps with a nan/inf loss that may be skipped before stopping
+    compile: str = "auto"  # torch.compile mode: auto (default on CUDA, off on CPU) | off | default | reduce-overhead | max-autotune
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,17 @@ def use_channels_last(setting: str, device: torch.device) -> bool:
     return setting in ("on", "true") or (setting == "auto" and device.type == "cuda")
 
 
+COMPILE_MODES = ("auto", "off", "false", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(setting: str, device: torch.device) -> str | None:
+    """torch.compile mode, or None for eager. `auto` compiles on CUDA only: on the CPU the
+    compile time (tens of seconds) outweighs the gain for short runs."""
+    if setting == "auto":
+        return "default" if device.type == "cuda" else None
+    return None if setting in ("off", "false") else setting
+
+
 def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
     """Validate a composed config and turn it into typed settings (one clear error each)."""
     c: dict[str, Any] = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
@@ -169,10 +181,14 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
     for key in ("batch_size", "max_iters", "eval_every", "log_every", "ckpt_every", "eval_batch_size"):
         if key in t:
             _positive_int(t[key], f"trainer.{key}")
-    trainer = TrainerSettings(**{k: (str(v).lower() if k in ("amp", "channels_last") else v) for k, v in t.items()})
+    trainer = TrainerSettings(
+        **{k: (str(v).lower() if k in ("amp", "channels_last", "compile") else v) for k, v in t.items()}
+    )
     if isinstance(trainer.max_skipped_steps, bool) or not isinstance(trainer.max_skipped_steps, int) \
             or trainer.max_skipped_steps < 0:
         raise ConfigError(f"trainer.max_skipped_steps must be an integer >= 0, got {trainer.max_skipped_steps!r}")
+    if trainer.compile not in COMPILE_MODES:
+        raise ConfigError(f"trainer.compile must be one of {', '.join(COMPILE_MODES)}, got {trainer.compile!r}")
     if trainer.amp not in ("auto", "bf16", "off", "false"):
         raise ConfigError(f"trainer.amp must be auto, bf16 or off, got {trainer.amp!r}")
     if trainer.channels_last not in ("auto", "on", "off", "true", "false"):

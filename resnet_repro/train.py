@@ -44,14 +44,21 @@ from resnet_repro.checkpoint import (
 from resnet_repro import distributed
 from resnet_repro.data.build import build_training_data
 from resnet_repro.distributed import World, all_reduce_sum, per_process_batch, world_from_env
-from resnet_repro.engine import autocast, train_step
+from resnet_repro.engine import autocast, make_sgd, maybe_compile, train_step
 from resnet_repro.errors import CheckpointError, ConfigError, ReproError
 from resnet_repro.loggers import JsonlSink, MetricsSink, MultiSink, WandbSink, write_json_atomic
 from resnet_repro.models import build_from_arch, count_macs, count_params, input_size
 from resnet_repro.schedule import WarmupUntilError, build_schedule
 from resnet_repro.rundir import RunLock, remove_stale_temp_files, resume_checkpoint, write_text_atomic
 from resnet_repro.pretrained import apply_weights, freeze_backbone, load_weights, set_train_mode
-from resnet_repro.settings import RunSettings, resolve_device, run_settings, use_amp, use_channels_last
+from resnet_repro.settings import (
+    RunSettings,
+    compile_mode,
+    resolve_device,
+    run_settings,
+    use_amp,
+    use_channels_last,
+)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 CONFIG_FILE = "config.yaml"
@@ -66,7 +73,10 @@ RESUMABLE_KEYS = (
     "trainer.eval_batch_size",
     "trainer.device",
     "trainer.progress",
+    "trainer.compile",
+    "trainer.max_skipped_steps",
     "logger",
+    "bench",
     "resume",
 )
 
@@ -373,12 +383,13 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
         plateau=settings.schedule.plateau,
     )
     warmup = schedule if isinstance(schedule, WarmupUntilError) else None
-    optimizer = torch.optim.SGD(
+    optimizer = make_sgd(
         [p for p in model.parameters() if p.requires_grad],
         lr=schedule.lr(0),
         momentum=settings.optim.momentum,
         weight_decay=settings.optim.weight_decay,
         nesterov=settings.optim.nesterov,
+        device=device,
     )
     params = count_params(model)
     macs = count_macs(model, input_size(arch.family) if settings.data.resize is None else settings.data.resize)
@@ -408,6 +419,7 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
             net = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
             )
+    net = maybe_compile(net, compile_mode(tr.compile, device))
     sink = _build_sinks(settings, run_dir, state, resumed) if world.is_main else MultiSink([])
     frozen = settings.model.freeze_backbone
     set_train_mode(net, frozen)

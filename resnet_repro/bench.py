@@ -1,0 +1,290 @@
+"""`python -m resnet_repro bench +exp=... [bench.iters=N]`: training throughput and peak memory.
+
+In one invocation it times
+- the configured run: the training step exactly as `train` runs it (tensor pipeline on the
+  device, bf16 autocast, channels_last, torch.compile, fused SGD as configured), and
+- a naive baseline (CIFAR data): the identical model trained from a torchvision `DataLoader`
+  over PIL-transformed images, fp32, eager, contiguous, plain SGD,
+and prints images/s, ms per iteration, peak memory and their ratio. `bench.concurrent=N` also
+runs N configured benches at once on the same device (several small runs sharing one GPU) and
+compares the aggregate images/s with one run. `bench.synthetic=true` feeds random batches that
+already sit on the device (the model's ceiling, e.g. ResNet-50 at 224). `bench.json=<file>`
+writes everything, with the command, device, versions and date, for experiments/results/.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from resnet_repro.data.build import CIFAR_SOURCES, build_training_data, load_cifar_splits
+from resnet_repro.distributed import World
+from resnet_repro.engine import autocast, make_sgd, maybe_compile, train_step
+from resnet_repro.errors import ConfigError, ReproError
+from resnet_repro.loggers import write_json_atomic
+from resnet_repro.models import build_from_arch, input_size
+from resnet_repro.settings import RunSettings, compile_mode, resolve_device, run_settings, use_amp, use_channels_last
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    iters: int = 50  # timed iterations
+    warmup: int = 10  # untimed iterations first (compilation, cudnn autotuning, allocator)
+    baseline: bool = True  # also time the naive DataLoader/PIL/fp32/eager baseline
+    baseline_workers: int = 4  # DataLoader workers of the baseline
+    concurrent: int = 1  # >1: also run this many configured benches at once on the device
+    synthetic: bool = False  # random batches already on the device (the model's ceiling)
+    json: str | None = None  # write the results here
+
+
+def hydra_bench() -> None:
+    import hydra
+
+    from resnet_repro.train import register_resolvers
+
+    register_resolvers()
+    hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_task)()
+
+
+def _task(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        c = OmegaConf.to_container(cfg, resolve=True)
+        b = dict(c.pop("bench", None) or {})  # type: ignore[union-attr]
+        unknown = sorted(set(b) - set(BenchSettings.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"unknown bench setting(s) {unknown}; valid: {sorted(BenchSettings.__dataclass_fields__)}")
+        bench = BenchSettings(**b)
+        overrides = list(HydraConfig.get().overrides.task)
+        result = run_bench(run_settings(c), bench, overrides)  # type: ignore[arg-type]
+        print(format_result(result))
+        if bench.json:
+            write_json_atomic(bench.json, result)
+            print(f"wrote {bench.json}")
+    except ReproError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# -- timing -----------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_reset(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak(device: torch.device) -> tuple[int, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process_peak_rss"
+
+
+def _time_steps(step, batches, iters: int, warmup: int, batch: int, device: torch.device) -> dict[str, Any]:
+    for _ in range(warmup):
+        step(*next(batches))
+    _sync(device)
+    _peak_reset(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        step(*next(batches))
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    peak, kind = _peak(device)
+    return {
+        "images_per_s": round(iters * batch / seconds, 1),
+        "ms_per_iter": round(1000 * seconds / iters, 3),
+        "seconds": round(seconds, 3),
+        "peak_memory_bytes": peak,
+        "peak_memory_kind": kind,
+    }
+
+
+def _model(settings: RunSettings, num_classes: int, device: torch.device) -> nn.Module:
+    torch.manual_seed(settings.seed)
+    arch = replace(settings.model.arch, num_classes=settings.model.arch.num_classes or num_classes)
+    return build_from_arch(arch, bn_group_size=settings.model.bn_group_size).to(device)
+
+
+def time_configured(settings: RunSettings, bench: BenchSettings, device: torch.device) -> dict[str, Any]:
+    """The training step as `train` runs it."""
+    tr = settings.trainer
+    amp, cl = use_amp(tr.amp, device), use_channels_last(tr.channels_last, device)
+    if bench.synthetic:
+        size = settings.data.resize or (settings.data.crop if settings.data.name == "imagenet" else input_size(settings.model.arch.family))
+        num_classes = 1000 if settings.data.name == "imagenet" else 10
+        x = torch.randn(tr.batch_size, 3, size, size, device=device)
+        y = torch.randint(0, num_classes, (tr.batch_size,), device=device)
+        batches = iter(lambda: (x, y), None)
+        source = f"synthetic {size}x{size} batches on the device"
+    else:
+        data = build_training_data(settings.data, settings.seed, batch_size=tr.batch_size,
+                                   eval_batch_size=tr.eval_batch_size, device=device, world=World())
+        num_classes, batches, source = data.num_classes, data.stream.iterate(0), f"{settings.data.name} pipeline"
+    model = _model(settings, num_classes, device)
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    mode = compile_mode(tr.compile, device)
+    net = maybe_compile(model, mode)
+    opt = make_sgd(model.parameters(), lr=0.1, momentum=settings.optim.momentum,
+                   weight_decay=settings.optim.weight_decay, nesterov=settings.optim.nesterov, device=device)
+    model.train()
+    step = lambda x, y: train_step(net, opt, x, y, 0.1, amp=amp, channels_last=cl)  # noqa: E731
+    r = _time_steps(step, batches, bench.iters, bench.warmup, tr.batch_size, device)
+    return {**r, "data": source, "amp": "bf16" if amp else "off", "channels_last": cl, "compile": mode or "off",
+            "compile_fell_back": bool(getattr(net, "failed", False))}
+
+
+class _PilCifar(torch.utils.data.Dataset):
+    """The textbook CIFAR loader: one PIL image per item, torchvision transforms per image."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, mean: tuple[float, ...]) -> None:
+        from torchvision import transforms
+
+        self.x, self.y = x.permute(0, 2, 3, 1).numpy(), y.numpy()
+        self.transform = transforms.Compose([
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, (1.0, 1.0, 1.0)),
+        ])
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.x[i])), int(self.y[i])
+
+
+def time_baseline(settings: RunSettings, bench: BenchSettings, device: torch.device) -> dict[str, Any]:
+    """The identical model from a DataLoader over PIL images, fp32, eager, plain SGD."""
+    splits = load_cifar_splits(settings.data, settings.seed)
+    mean = tuple(splits.train.x.float().div(255).mean(dim=(0, 2, 3)).tolist())
+    loader = torch.utils.data.DataLoader(
+        _PilCifar(splits.train.x, splits.train.y, mean), batch_size=settings.trainer.batch_size, shuffle=True,
+        num_workers=bench.baseline_workers, drop_last=True, pin_memory=device.type == "cuda",
+        persistent_workers=bench.baseline_workers > 0,
+    )
+
+    def batches():
+        while True:
+            for x, y in loader:
+                yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    model = _model(settings, len(splits.classes), device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=settings.optim.momentum,
+                          weight_decay=settings.optim.weight_decay)
+    model.train()
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    r = _time_steps(step, batches(), bench.iters, bench.warmup, settings.trainer.batch_size, device)
+    return {**r, "data": f"torchvision DataLoader, PIL transforms, {bench.baseline_workers} workers",
+            "amp": "off", "channels_last": False, "compile": "off"}
+
+
+def time_concurrent(overrides: list[str], n: int) -> dict[str, Any]:
+    """n configured benches at once, as separate processes on the same device."""
+    with tempfile.TemporaryDirectory() as tmp:
+        keep = [o for o in overrides if not o.startswith(("bench.concurrent", "bench.baseline", "bench.json"))]
+        procs = []
+        for i in range(n):
+            out = Path(tmp) / f"{i}.json"
+            cmd = [sys.executable, "-m", "resnet_repro", "bench", *keep, "bench.concurrent=1",
+                   "bench.baseline=false", f"bench.json={out}"]
+            procs.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True), out))
+        rates = []
+        for proc, out in procs:
+            _, err = proc.communicate()
+            if proc.returncode != 0:
+                raise ReproError(f"a concurrent bench failed: {err.strip().splitlines()[-1] if err.strip() else proc.returncode}")
+            rates.append(json.loads(out.read_text())["configured"]["images_per_s"])
+    return {"processes": n, "images_per_s_each": rates, "images_per_s_total": round(sum(rates), 1)}
+
+
+def _git_commit() -> str:
+    from resnet_repro.train import _git_commit as commit
+
+    return commit()
+
+
+def run_bench(settings: RunSettings, bench: BenchSettings, overrides: list[str] | None = None) -> dict[str, Any]:
+    if bench.iters < 1 or bench.warmup < 0 or bench.concurrent < 1:
+        raise ConfigError("bench.iters must be >= 1, bench.warmup >= 0 and bench.concurrent >= 1")
+    device = resolve_device(settings.trainer.device)
+    from resnet_repro.train import _device_name
+
+    result: dict[str, Any] = {
+        "command": "python -m resnet_repro bench " + " ".join(overrides or []),
+        "exp_name": settings.exp_name,
+        "model": settings.model.name,
+        "batch_size": settings.trainer.batch_size,
+        "iters": bench.iters,
+        "warmup": bench.warmup,
+        "device": _device_name(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "git_commit": _git_commit(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "cpu_threads": torch.get_num_threads(),
+        "hostname_cpus": os.cpu_count(),
+    }
+    result["configured"] = time_configured(settings, bench, device)
+    if bench.baseline and settings.data.name in CIFAR_SOURCES and not bench.synthetic:
+        result["baseline"] = time_baseline(settings, bench, device)
+        result["speedup"] = round(result["configured"]["images_per_s"] / result["baseline"]["images_per_s"], 2)
+    if bench.concurrent > 1:
+        c = time_concurrent(overrides or [], bench.concurrent)
+        c["vs_one_run"] = round(c["images_per_s_total"] / result["configured"]["images_per_s"], 2)
+        result["concurrent"] = c
+    return result
+
+
+def format_result(r: dict[str, Any]) -> str:
+    lines = [
+        f"bench {r['exp_name']} ({r['model']}), batch {r['batch_size']}, {r['iters']} timed iterations after "
+        f"{r['warmup']} warm-up, on {r['device']}, torch {r['torch']}",
+        f"{'path':<11} {'images/s':>10} {'ms/iter':>9} {'peak memory':>12}  setup",
+    ]
+    for name in ("configured", "baseline"):
+        if name in r:
+            x = r[name]
+            setup = f"{x['data']}; amp {x['amp']}, channels_last {x['channels_last']}, compile {x['compile']}"
+            lines.append(f"{name:<11} {x['images_per_s']:>10.1f} {x['ms_per_iter']:>9.2f} "
+                         f"{x['peak_memory_bytes'] / 2**20:>9.0f} MiB  {setup}")
+    if "speedup" in r:
+        lines.append(f"speed-up: {r['speedup']:.2f}x the naive baseline's images/s")
+    if "concurrent" in r:
+        c = r["concurrent"]
+        lines.append(f"{c['processes']} concurrent runs: {c['images_per_s_total']:.1f} images/s in total "
+                     f"({c['vs_one_run']:.2f}x one run alone)")
+    return "\n".join(lines)
