@@ -71,22 +71,26 @@ class GroupedBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         if n % g:
             raise ValueError(f"batch of {n} is not a multiple of bn_group_size={g}")
-        groups = n // g
-        c = x.shape[1]
-        xg = x.reshape(groups, g, c, *x.shape[2:])
-        dims = (1, 3, 4)
-        var, mean = torch.var_mean(xg, dim=dims, unbiased=False, keepdim=True)
-        y = (xg - mean) * torch.rsqrt(var + self.eps)
-        y = y.reshape_as(x) * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
+        # Each group is a contiguous chunk of the batch (a view in any memory format), normalised
+        # by the native batch-norm kernel; each updates a copy of the running statistics, and
+        # the copies are averaged.
+        if self.momentum is None:  # cumulative moving average, as nn.BatchNorm2d does
+            factor = 1.0 / float(self.num_batches_tracked + 1)
+        else:
+            factor = self.momentum
+        outs, means, variances = [], [], []
+        for chunk in x.split(g):
+            rm = self.running_mean.clone() if self.track_running_stats else None
+            rv = self.running_var.clone() if self.track_running_stats else None
+            outs.append(F.batch_norm(chunk, rm, rv, self.weight, self.bias, True, factor, self.eps))
+            means.append(rm)
+            variances.append(rv)
         if self.track_running_stats:
             with torch.no_grad():
-                count = g * x.shape[2] * x.shape[3]
-                unbiased = var * (count / max(count - 1, 1))
-                m = self.momentum if self.momentum is not None else 0.1
-                self.running_mean.lerp_(mean.mean(0).flatten().to(self.running_mean.dtype), m)
-                self.running_var.lerp_(unbiased.mean(0).flatten().to(self.running_var.dtype), m)
+                self.running_mean.copy_(torch.stack(means).mean(0))
+                self.running_var.copy_(torch.stack(variances).mean(0))
                 self.num_batches_tracked.add_(1)
-        return y
+        return torch.cat(outs)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", group_size={self.group_size}"
