@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from resnet_repro.checkpoint import FORMAT, check_compatible, load_checkpoint, resolve_checkpoint_path
-from resnet_repro.data.build import load_cifar_splits
+from resnet_repro.data.build import imagenet_norm, load_cifar_splits
 from resnet_repro.data.pipeline import eval_batches
 from resnet_repro.engine import evaluate
 from resnet_repro.errors import CheckpointError, ConfigError, ReproError
@@ -60,12 +60,16 @@ def _imagenet_protocols(protocol: str) -> list[str]:
     return [protocol]
 
 
-def _eval_imagenet(model, files, labels, protocols, device, workers, batch_size, what: str) -> list[dict[str, Any]]:
+def _eval_imagenet(
+    model, files, labels, protocols, device, workers, batch_size, what: str, norm: str = "mean_std"
+) -> list[dict[str, Any]]:
     from resnet_repro.protocols import evaluate_protocol, finalize
 
     results = []
     for proto in protocols:
-        r = finalize(evaluate_protocol(model, files, labels, proto, device=device, workers=workers, batch_size=batch_size))
+        counts = evaluate_protocol(model, files, labels, proto, device=device, norm=norm, workers=workers,
+                                   batch_size=batch_size)
+        r = finalize(counts)
         print(f"{proto}: top-1 error {r['top1_err']:.2f}%, top-5 error {r['top5_err']:.2f}% ({r['n']} images) - {what}")
         results.append({"protocol": proto, "err": r["top1_err"], "top5_err": r["top5_err"], "n": r["n"]})
     return results
@@ -128,7 +132,8 @@ def evaluate_checkpoint(
             s = ImageNetStream(data_settings.root, 1, settings.seed, device="cpu", workers=0,
                                holdout=data_settings.val_size)
             files, labels = s.holdout_files, s.holdout_labels
-        results = _eval_imagenet(model, files, labels, _imagenet_protocols(protocol), dev, workers, batch_size, what)
+        results = _eval_imagenet(model, files, labels, _imagenet_protocols(protocol), dev, workers, batch_size, what,
+                                 norm=imagenet_norm(data_settings.norm))
         return {"split": split, **results[0], "iteration": meta["iteration"], "all": results}
 
     if protocol not in ("auto", "single"):

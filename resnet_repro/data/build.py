@@ -129,10 +129,11 @@ def _imagenet_data(settings: DataSettings, seed: int, batch_size: int, eval_batc
 
     if not settings.root:
         raise ConfigError("data=imagenet needs data.root=<folder with train/ and val/>")
+    norm = imagenet_norm(settings.norm)
     stream = ImageNetStream(
         settings.root, batch_size, seed, device=device, rank=world.rank, world_size=world.size,
         workers=settings.workers, crop=settings.crop, scale=tuple(settings.scale),
-        lighting_std=settings.lighting_std, holdout=settings.val_size,
+        lighting_std=settings.lighting_std, holdout=settings.val_size, norm=norm,
     )
     val_files, val_labels, _ = scan_image_folder(Path(settings.root) / "val", stream.classes)
     held = {
@@ -147,7 +148,7 @@ def _imagenet_data(settings: DataSettings, seed: int, batch_size: int, eval_batc
                 continue
             with autocast():
                 counts = evaluate_protocol(
-                    model, files, labels, "center", device=device, workers=settings.workers,
+                    model, files, labels, "center", device=device, norm=norm, workers=settings.workers,
                     batch_size=eval_batch_size, rank=world.rank, world_size=world.size,
                 )
             c = torch.tensor([counts["top1_wrong"], counts["top5_wrong"], counts["n"]], dtype=torch.float64)
@@ -158,6 +159,15 @@ def _imagenet_data(settings: DataSettings, seed: int, batch_size: int, eval_batc
 
     sizes = {"train": stream.n_train, "val": len(stream.holdout_files), "test": len(val_files)}
     return TrainingData(stream, stream.num_classes, sizes, run)
+
+
+def imagenet_norm(norm: str) -> str:
+    """data.norm for ImageNet: `imagenet` (per-channel mean and std, torchvision's convention,
+    the default) or `mean` (per-channel mean only, closest to the paper's mean subtraction)."""
+    modes = {"imagenet": "mean_std", "mean": "mean"}
+    if norm not in modes:
+        raise ConfigError(f"data.norm for ImageNet must be imagenet or mean, got {norm!r}")
+    return modes[norm]
 
 
 def build_training_data(

@@ -1,0 +1,395 @@
+"""ImageNet folders, the §3.4 augmentation, the resumable training stream and the test protocols,
+on tiny generated JPEG folders (CPU, a few seconds)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from resnet_repro.data.imagenet import (
+    IMAGENET_MEAN,
+    PCA_EIGVAL,
+    PCA_EIGVEC,
+    ImageFolderDataset,
+    ImageNetStream,
+    IterationBatchSampler,
+    Lighting,
+    RandomShorterSide,
+    normalization,
+    read_rgb,
+    scan_image_folder,
+    train_transform,
+    write_fake_image_folder,
+)
+from resnet_repro.errors import ConfigError, DataError
+from resnet_repro.models import build_model
+from resnet_repro.protocols import (
+    MULTI_SCALES,
+    PROTOCOLS,
+    TenCrop,
+    average_probs,
+    evaluate_protocol,
+    finalize,
+    multi_scale,
+    multi_scale_probs,
+    ten_crop_boxes,
+    ten_crop_probs,
+    topk_wrong,
+)
+
+SIZES = [(40, 56), (64, 48), (50, 50)]  # varied sizes and aspect ratios
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # 3 classes: 6 training and 2 val images each.
+    root = tmp_path_factory.mktemp("imagenet")
+    return write_fake_image_folder(root, 3, {"train": 6, "val": 2}, size=SIZES, seed=0)
+
+
+class TinyNet(nn.Module):
+    """A cheap fully-convolutional net with varied predictions (random weights)."""
+
+    def __init__(self, classes: int = 6) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 5, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(8, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.body(x))
+
+
+class SizeNet(nn.Module):
+    """Logits that depend on the input size (and content): a different prediction per scale."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        m = x.mean(dim=(2, 3))
+        bias = torch.tensor([h / 100.0, w / 150.0, (h * w) ** 0.5 / 120.0])
+        return m + bias
+
+
+# -- scanning -------------------------------------------------------------------------------
+
+
+def test_scan_missing_folder_names_it(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="image folder not found: .*nowhere"):
+        scan_image_folder(tmp_path / "nowhere")
+
+
+def test_scan_folder_without_class_folders_is_a_data_error(tmp_path: Path) -> None:
+    (tmp_path / "val").mkdir()
+    (tmp_path / "val" / "ILSVRC2012_val_00000001.JPEG").write_bytes(b"x")
+    with pytest.raises(DataError, match="no class folders"):
+        scan_image_folder(tmp_path / "val")
+
+
+def test_scan_class_without_images_names_the_class(tmp_path: Path) -> None:
+    write_fake_image_folder(tmp_path, 2, 1, splits=("train",))
+    (tmp_path / "train" / "n99999999").mkdir()
+    (tmp_path / "train" / "n99999999" / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match="n99999999 has no images"):
+        scan_image_folder(tmp_path / "train")
+
+
+def test_scan_val_class_not_in_train_is_rejected(tmp_path: Path) -> None:
+    write_fake_image_folder(tmp_path, 3, 1)
+    _, _, classes = scan_image_folder(tmp_path / "train")
+    with pytest.raises(DataError, match="not among the training classes: n00000002"):
+        scan_image_folder(tmp_path / "val", classes[:2])
+
+
+def test_scan_sorts_classes_and_files_and_accepts_any_extension_case(tmp_path: Path) -> None:
+    write_fake_image_folder(tmp_path, 2, 2, splits=("train",), ext=".jpg")
+    write_fake_image_folder(tmp_path / "more", 1, 1, splits=("train",), ext=".PNG")
+    (tmp_path / "more" / "train" / "n00000000").rename(tmp_path / "train" / "a_first")
+    files, labels, classes = scan_image_folder(tmp_path / "train")
+    assert classes == ["a_first", "n00000000", "n00000001"]
+    assert labels == [0, 1, 1, 2, 2]
+    assert files[0].endswith("a_first/train_0000.PNG")
+    assert files[1:3] == sorted(files[1:3])
+    # val labels index the training classes even when val holds a subset
+    _, val_labels, val_classes = scan_image_folder(tmp_path / "train", ["z_extra", *classes])
+    assert val_classes[0] == "z_extra" and val_labels == [1, 2, 2, 3, 3]
+
+
+# -- IterationBatchSampler ------------------------------------------------------------------
+
+
+def _take(sampler: IterationBatchSampler, k: int) -> list[list[tuple[int, int]]]:
+    return list(itertools.islice(iter(sampler), k))
+
+
+def test_sampler_is_deterministic_for_a_seed() -> None:
+    a = _take(IterationBatchSampler(50, 8, seed=3), 20)
+    assert a == _take(IterationBatchSampler(50, 8, seed=3), 20)
+    assert a != _take(IterationBatchSampler(50, 8, seed=4), 20)
+
+
+def test_sampler_resume_from_start_iter_equals_skipping_ahead() -> None:
+    full = _take(IterationBatchSampler(50, 8, seed=1), 20)
+    for k in (1, 5, 6, 13):  # 6 steps per epoch: inside and across epoch boundaries
+        assert _take(IterationBatchSampler(50, 8, seed=1, start_iter=k), 20 - k) == full[k:]
+
+
+def test_sampler_ranks_split_the_single_process_global_batch() -> None:
+    single = _take(IterationBatchSampler(50, 12, seed=2), 10)
+    ranks = [_take(IterationBatchSampler(50, 4, seed=2, rank=r, world_size=3), 10) for r in range(3)]
+    for it in range(10):
+        parts = [ranks[r][it] for r in range(3)]
+        idx = [set(i for i, _ in p) for p in parts]
+        assert not (idx[0] & idx[1] or idx[0] & idx[2] or idx[1] & idx[2])
+        assert sum(parts, []) == single[it]  # same indices and the same per-sample seeds
+
+
+def test_sampler_epoch_visits_each_index_at_most_once() -> None:
+    s = IterationBatchSampler(50, 8, seed=0)
+    assert s.steps_per_epoch == 6
+    for epoch in range(3):
+        seen = [i for b in _take(IterationBatchSampler(50, 8, 0, start_iter=6 * epoch), 6) for i, _ in b]
+        assert len(seen) == len(set(seen)) == 48
+
+
+def test_sampler_seeds_differ_per_iteration_and_image() -> None:
+    batches = _take(IterationBatchSampler(16, 16, seed=0), 3)  # every image in every batch
+    seeds = [dict(b) for b in batches]
+    assert len({s for b in batches for _, s in b}) == 48
+    assert seeds[0].keys() == seeds[1].keys()
+
+
+def test_sampler_with_fewer_images_than_a_global_batch_is_a_data_error() -> None:
+    with pytest.raises(DataError, match="fewer than one global batch of 16"):
+        IterationBatchSampler(10, 8, seed=0, world_size=2)
+
+
+# -- training transforms --------------------------------------------------------------------
+
+
+def test_train_transform_gives_a_224_float_crop_of_a_non_square_image() -> None:
+    img = torch.randint(0, 256, (3, 300, 200), dtype=torch.uint8)
+    out = train_transform()(img)
+    assert out.shape == (3, 224, 224) and out.dtype == torch.float32
+
+
+def test_scale_augmentation_shorter_side_is_uniform_in_256_480() -> None:
+    img = torch.randint(0, 256, (3, 30, 45), dtype=torch.uint8)
+    resize = RandomShorterSide(256, 480)
+    torch.manual_seed(0)
+    sides = []
+    for _ in range(300):
+        out = resize(img)
+        h, w = out.shape[-2:]
+        assert abs(w / h - 1.5) < 0.01  # aspect kept
+        sides.append(h)
+    assert 256 <= min(sides) and max(sides) <= 480
+    assert min(sides) < 270 and max(sides) > 466  # the whole range is used
+
+
+def test_train_augmentation_is_a_pure_function_of_the_sample_seed(folder: Path) -> None:
+    files, labels, _ = scan_image_folder(folder / "train")
+    ds = ImageFolderDataset(files, labels, train_transform())
+    a, _ = ds[(0, 123)]
+    torch.manual_seed(999)  # global RNG state must not matter
+    b, _ = ds[(0, 123)]
+    c, _ = ds[(0, 124)]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_lighting_offsets_have_the_alexnet_pca_covariance() -> None:
+    light = Lighting(0.1)
+    torch.manual_seed(0)
+    n = 40000
+    offsets = torch.stack([light.offset() for _ in range(n)]).double()
+    vec, val = torch.tensor(PCA_EIGVEC).double(), torch.tensor(PCA_EIGVAL).double()
+    expected = vec @ torch.diag((0.1 * val) ** 2) @ vec.T
+    assert offsets.mean(0).abs().max() < 4 * 0.1 * PCA_EIGVAL[0] / n**0.5
+    cov = torch.cov(offsets.T)
+    assert torch.allclose(cov, expected, atol=0.03 * float(expected.abs().max()))
+
+
+def test_lighting_adds_one_rgb_offset_to_every_pixel() -> None:
+    img = torch.rand(3, 5, 7)
+    torch.manual_seed(1)
+    out = Lighting(0.1)(img)
+    d = out - img
+    assert torch.allclose(d, d[:, :1, :1].expand_as(d)) and d.abs().max() > 0
+    assert torch.equal(Lighting(0.0)(img), img)
+
+
+def test_normalization_modes() -> None:
+    assert normalization("mean").std == (1.0, 1.0, 1.0) and normalization("mean").mean == IMAGENET_MEAN
+    x = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    expected = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor((0.229, 0.224, 0.225))
+    assert torch.allclose(normalization("mean_std")(x)[0, :, 0, 0], expected)
+    with pytest.raises(ConfigError, match="mean, mean_std"):
+        normalization("per_pixel")
+
+
+# -- ImageNetStream -------------------------------------------------------------------------
+
+
+def _batches(stream: ImageNetStream, start: int, k: int) -> list[tuple[Tensor, Tensor]]:
+    return list(itertools.islice(stream.iterate(start), k))
+
+
+def test_stream_batches_are_identical_for_any_worker_count_and_resume(folder: Path) -> None:
+    s0 = ImageNetStream(folder, 4, seed=5, device="cpu", workers=0, holdout=2)
+    assert s0.n_train == 16 and s0.steps_per_epoch == 4 and s0.num_classes == 3
+    ref = _batches(s0, 0, 6)  # crosses an epoch boundary
+    for x, y in ref:
+        assert x.shape == (4, 3, 224, 224) and x.dtype == torch.float32
+        assert y.shape == (4,) and y.dtype == torch.int64
+    s2 = ImageNetStream(folder, 4, seed=5, device="cpu", workers=2, holdout=2)
+    for (xa, ya), (xb, yb) in zip(ref, _batches(s2, 0, 6)):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    for k in (1, 5):
+        x, y = _batches(s0, k, 1)[0]
+        assert torch.equal(x, ref[k][0]) and torch.equal(y, ref[k][1])
+
+
+def test_stream_ranks_see_slices_of_the_single_process_batch(folder: Path) -> None:
+    (x, y), = _batches(ImageNetStream(folder, 4, seed=5, device="cpu", workers=0), 3, 1)
+    parts = [_batches(ImageNetStream(folder, 2, seed=5, device="cpu", workers=0, rank=r, world_size=2), 3, 1)[0]
+             for r in range(2)]
+    assert torch.equal(torch.cat([p[0] for p in parts]), x)
+    assert torch.equal(torch.cat([p[1] for p in parts]), y)
+
+
+def test_stream_leaves_the_global_rng_alone(folder: Path) -> None:
+    s = ImageNetStream(folder, 4, seed=5, device="cpu", workers=0)
+    state = torch.get_rng_state()
+    _batches(s, 0, 2)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_holdout_is_fixed_and_disjoint_from_training_files(folder: Path) -> None:
+    s = ImageNetStream(folder, 4, seed=5, device="cpu", workers=0, holdout=5)
+    assert len(s.holdout_files) == len(s.holdout_labels) == 5
+    assert not set(s.holdout_files) & set(s.files)
+    assert len(s.files) + 5 == 18
+    again = ImageNetStream(folder, 4, seed=5, device="cpu", workers=0, holdout=5)
+    assert again.holdout_files == s.holdout_files
+    with pytest.raises(DataError, match="holdout must be in"):
+        ImageNetStream(folder, 4, seed=5, device="cpu", workers=0, holdout=18)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_corrupt_training_jpeg_names_the_file_on_one_line(tmp_path: Path, workers: int) -> None:
+    write_fake_image_folder(tmp_path, 2, 2, splits=("train",))
+    bad = tmp_path / "train" / "n00000001" / "broken.JPEG"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    s = ImageNetStream(tmp_path, 5, seed=0, device="cpu", workers=workers)  # every image in a batch
+    with pytest.raises(DataError) as err:
+        next(s.iterate(0))
+    assert str(bad) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_corrupt_val_jpeg_names_the_file_in_a_protocol(tmp_path: Path) -> None:
+    write_fake_image_folder(tmp_path, 2, 1, splits=("val",))
+    bad = tmp_path / "val" / "n00000000" / "zz.jpeg"
+    bad.write_bytes(b"garbage")
+    files, labels, _ = scan_image_folder(tmp_path / "val")
+    with pytest.raises(DataError, match=f"cannot read image {bad}"):
+        evaluate_protocol(TinyNet(), files, labels, "center", device="cpu", workers=2, batch_size=4)
+    with pytest.raises(DataError, match="cannot read image"):
+        read_rgb(str(bad))
+
+
+# -- protocols: geometry and score averaging ------------------------------------------------
+
+
+def test_ten_crop_boxes_are_the_corners_and_the_centre() -> None:
+    assert ten_crop_boxes(256, 300, 224) == [(0, 0), (0, 76), (32, 0), (32, 76), (16, 38)]
+    assert ten_crop_boxes(224, 224, 224) == [(0, 0)] * 5
+    with pytest.raises(ConfigError):
+        ten_crop_boxes(200, 300, 224)
+
+
+def test_ten_crop_views_are_five_crops_and_their_flips() -> None:
+    img = torch.randint(0, 256, (3, 256, 300), dtype=torch.uint8)  # shorter side already 256
+    views = TenCrop(256, 224)(img)
+    assert views.shape == (10, 3, 224, 224) and views.dtype == torch.uint8
+    for i, (t, l) in enumerate(ten_crop_boxes(256, 300, 224)):
+        assert torch.equal(views[i], img[:, t : t + 224, l : l + 224])
+        assert torch.equal(views[5 + i], views[i].flip(-1))
+
+
+def test_ten_crop_scores_are_the_mean_of_the_ten_softmaxes() -> None:
+    model = TinyNet(5).eval()
+    views = torch.randn(2, 10, 3, 32, 32)
+    with torch.no_grad():
+        got = ten_crop_probs(model, views)
+        manual = torch.stack([
+            torch.stack([model(views[b, v : v + 1])[0].softmax(-1) for v in range(10)]).mean(0) for b in range(2)
+        ])
+    assert torch.allclose(got, manual, atol=1e-6)
+    logits = [torch.tensor([[10.0, 0.0]]), torch.tensor([[0.0, 1.0]])]
+    assert torch.allclose(average_probs(logits), (logits[0].softmax(-1) + logits[1].softmax(-1)) / 2)
+
+
+def test_topk_wrong_counts_labels_outside_the_top_k() -> None:
+    probs = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1]])
+    labels = torch.tensor([0, 1, 2])
+    assert topk_wrong(probs, labels, 1) == 2
+    assert topk_wrong(probs, labels, 2) == 1
+    assert topk_wrong(probs, labels, 5) == 0  # k capped at the number of classes
+    assert finalize({"top1_wrong": 1, "top5_wrong": 0, "n": 4}) == {"top1_err": 25.0, "top5_err": 0.0, "n": 4}
+
+
+def test_multi_scale_runs_the_whole_image_at_the_five_scales_and_averages(tmp_path: Path) -> None:
+    write_fake_image_folder(tmp_path, 3, 1, size=(40, 56), splits=("val",))
+    files, labels, _ = scan_image_folder(tmp_path / "val")
+    model = SizeNet()
+    shapes: list[tuple[int, ...]] = []
+    model.register_forward_hook(lambda m, inp, out: shapes.append(tuple(inp[0].shape)))
+    counts = multi_scale(model, files[:1], labels[:1], device="cpu", workers=0)
+    assert counts["n"] == 1
+    assert [min(s[-2:]) for s in shapes] == list(MULTI_SCALES)
+    assert all(s[0] == 1 and s[-2] < s[-1] and abs(s[-1] / s[-2] - 1.4) < 0.01 for s in shapes)
+
+    images = [torch.rand(3, s, int(s * 1.4)) for s in MULTI_SCALES]
+    manual = torch.stack([model(x[None])[0].softmax(-1) for x in images]).mean(0)
+    assert torch.allclose(multi_scale_probs(model, images)[0], manual, atol=1e-6)
+    shapes.clear()
+    flipped = multi_scale_probs(model, images, flips=True)
+    assert [s[0] for s in shapes] == [2] * 5 and flipped.shape == (1, 3)
+
+
+def test_unknown_protocol_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="center, ten_crop, multi_scale"):
+        evaluate_protocol(TinyNet(), [], [], "five_crop", device="cpu")
+
+
+# -- protocols end to end -------------------------------------------------------------------
+
+
+def test_every_protocol_runs_a_resnet18_end_to_end(folder: Path) -> None:
+    files, labels, classes = scan_image_folder(folder / "val", scan_image_folder(folder / "train")[2])
+    model = build_model("imagenet_resnet18", num_classes=len(classes)).train()
+    for protocol in PROTOCOLS:
+        k = 2 if protocol == "multi_scale" else len(files)  # multi-scale: ~2 s an image on a CPU
+        workers = 2 if protocol == "ten_crop" else 0
+        counts = evaluate_protocol(model, files[:k], labels[:k], protocol, device="cpu", workers=workers,
+                                   batch_size=40)
+        r = finalize(counts)
+        assert r["n"] == k and 0 <= r["top5_err"] <= r["top1_err"] <= 100
+    assert model.training  # restored after evaluation
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_two_ranks_counts_sum_to_the_single_process_counts(tmp_path: Path, protocol: str) -> None:
+    write_fake_image_folder(tmp_path, 6, 2, size=SIZES, splits=("val",), seed=1)
+    files, labels, _ = scan_image_folder(tmp_path / "val")
+    model = TinyNet(6)
+    run = lambda **kw: evaluate_protocol(model, files, labels, protocol, device="cpu", workers=0,  # noqa: E731
+                                         batch_size=30, **kw)
+    single = run()
+    ranks = [run(rank=r, world_size=2) for r in range(2)]
+    assert single["n"] == 12 and [c["n"] for c in ranks] == [6, 6]
+    assert {k: ranks[0][k] + ranks[1][k] for k in single} == single
+    assert 0 < single["top1_wrong"] < 12  # a test that can tell counts apart

@@ -1,0 +1,80 @@
+"""The ImageNet path end to end on a small generated JPEG folder: train, then every test
+protocol, from our checkpoint and from a torchvision weights file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from conftest import REPO, compose_config
+from resnet_repro.data.imagenet import write_fake_image_folder
+from resnet_repro.evaluate import evaluate_checkpoint
+from resnet_repro.loggers import read_jsonl
+from resnet_repro.settings import run_settings
+from resnet_repro.train import train_from_config
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("imagenet")
+    return write_fake_image_folder(root, classes=3, per_class={"train": 10, "val": 2},
+                                   size=[(40, 56), (64, 48), (50, 50)], seed=0)
+
+
+def small(root: Path) -> list[str]:
+    # ResNet-18 on 64x64 training crops (evaluation keeps the paper's 256/224 geometry).
+    return [
+        "+exp=imagenet_resnet18", f"data.root={root}", "data.val_size=6", "data.workers=0", "data.crop=64",
+        "data.scale=[72,96]", "logger=none", "trainer.device=cpu", "trainer.batch_size=8", "trainer.max_iters=3",
+        "trainer.eval_every=3", "trainer.log_every=1", "trainer.ckpt_every=3", "trainer.eval_batch_size=8",
+        "trainer.progress=false",
+    ]
+
+
+def test_imagenet_recipe_is_the_papers() -> None:
+    s = run_settings(compose_config(["+exp=imagenet_resnet50", "data.root=/x"]))
+    assert (s.trainer.batch_size, s.trainer.max_iters) == (256, 600000)  # §3.4
+    assert (s.schedule.kind, s.schedule.base_lr) == ("plateau", 0.1)
+    assert s.schedule.plateau["factor"] == 0.1
+    assert (s.data.crop, tuple(s.data.scale), s.data.lighting_std) == (224, (256, 480), 0.1)
+    assert s.model.arch.bottleneck_stride == "1x1" and s.model.arch.shortcut == "B"
+    assert run_settings(compose_config(["+exp=imagenet_resnet34"])).model.arch.shortcut == "A"  # Table 2
+    assert run_settings(compose_config(["+exp=imagenet_resnet34_c"])).model.arch.shortcut == "C"
+
+
+def test_train_on_an_image_folder_then_evaluate_every_protocol(tmp_path: Path, folder: Path) -> None:
+    over = small(folder)
+    summary = train_from_config(compose_config(over), tmp_path, over)
+    assert summary["arch"]["num_classes"] == 3  # the data set's classes
+    assert (summary["train_size"], summary["val_size"], summary["test_size"]) == (24, 6, 6)
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    assert {"test/err", "test/top5_err", "val/err"} <= rows[-1].keys()
+    assert summary["test_err"] == rows[-1]["test/err"]
+    r = evaluate_checkpoint(str(tmp_path), protocol="all", device="cpu", workers=0, batch_size=20)
+    assert [x["protocol"] for x in r["all"]] == ["center", "ten_crop", "multi_scale"]
+    assert all(x["n"] == 6 and 0 <= x["err"] <= 100 and x["top5_err"] == 0.0 for x in r["all"])  # 3 classes
+    assert r["all"][0]["err"] == pytest.approx(summary["test_err"])  # the same centre-crop numbers
+
+
+def test_eval_of_a_torchvision_weights_file(tmp_path: Path, folder: Path) -> None:
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet18-random.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    r = subprocess.run(
+        [sys.executable, "-m", "resnet_repro", "eval", f"ckpt={weights}", f"data_root={folder}",
+         "protocol=ten_crop", "workers=0", "device=cpu", "batch_size=20"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("ten_crop: top-1 error") and "torchvision_resnet18" in r.stdout and "(6 images)" in r.stdout
+
+
+def test_imagenet_without_a_root_is_one_line(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "resnet_repro", "train", "+exp=imagenet_resnet18", "logger=none",
+                        f"hydra.run.dir={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "data=imagenet needs data.root" in r.stderr
