@@ -213,7 +213,8 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("runs", nargs="+", help="run directories (each with checkpoints/last.pt)")
     parser.add_argument("--max-images", type=int, default=None, help="use the first N test images (default: all)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
-    parser.add_argument("--data-root", default=None, help="another copy of the run's data (default: the saved data.root)")
+    parser.add_argument("--data-root", default=None,
+                        help="another copy of the run's data (default: the saved data.root)")
     args = parser.parse_args(argv)
     results = []
     for run in args.runs:

@@ -24,6 +24,10 @@ commands:
            (-m for a Hydra multirun sweep: train -m +exp=cifar_resnet20 seed=0,1,2)
   eval     test error of a checkpoint: python -m resnet_repro eval ckpt=<run dir or .pt>
   models   every named model: parameters and multiply-adds beside the paper's Tables 1 and 6
+  bench    training throughput and peak memory, configured run vs a naive baseline:
+           python -m resnet_repro bench +exp=cifar_resnet110 [bench.iters=N] [bench.json=FILE]
+  report   runs beside the paper's tables and figures: python -m resnet_repro report <run or sweep dir>...
+  analyze  Figure 7 layer responses of CIFAR runs: python -m resnet_repro analyze <run dir>...
 
 `python -m resnet_repro <command> --help` shows the command's options.
 """
@@ -47,6 +51,18 @@ def _cmd_models(argv: list[str]) -> int:
             get_arch(n)  # unknown names: one clear line
     print(format_table(model_rows(args.names or None)))
     return 0
+
+
+def _cmd_report(argv: list[str]) -> int:
+    from resnet_repro.report import cli_main
+
+    return cli_main(argv)
+
+
+def _cmd_analyze(argv: list[str]) -> int:
+    from resnet_repro.analyze import cli_main
+
+    return cli_main(argv)
 
 
 def _group_options(group: str) -> list[str]:
@@ -111,7 +127,10 @@ def _hydra_command(module: str, func: str) -> Callable[[list[str]], int]:
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": _hydra_command("resnet_repro.train", "hydra_train"),
     "eval": _hydra_command("resnet_repro.evaluate", "hydra_eval"),
+    "bench": _hydra_command("resnet_repro.bench", "hydra_bench"),
     "models": _cmd_models,
+    "report": _cmd_report,
+    "analyze": _cmd_analyze,
 }
 
 

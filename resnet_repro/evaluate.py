@@ -25,6 +25,7 @@ from resnet_repro.data.build import imagenet_norm, load_cifar_splits
 from resnet_repro.data.pipeline import eval_batches
 from resnet_repro.engine import evaluate
 from resnet_repro.errors import CheckpointError, ConfigError, ReproError
+from resnet_repro.loggers import write_json_atomic
 from resnet_repro.models import build_from_arch, get_arch
 from resnet_repro.pretrained import apply_weights, infer_torchvision_model
 from resnet_repro.settings import resolve_device, run_settings
@@ -73,6 +74,21 @@ def _eval_imagenet(
         print(f"{proto}: top-1 error {r['top1_err']:.2f}%, top-5 error {r['top5_err']:.2f}% ({r['n']} images) - {what}")
         results.append({"protocol": proto, "err": r["top1_err"], "top5_err": r["top5_err"], "n": r["n"]})
     return results
+
+
+def _record(path: Path, results: list[dict[str, Any]], split: str, iteration: int) -> None:
+    """Save each protocol's result beside the run (`<run>/eval_<protocol>.json`), where
+    `report` finds the 10-crop and multi-scale numbers of Tables 2-4."""
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
+    if run_dir is None or split != "test":
+        return
+    for r in results:
+        record = {**{k: v for k, v in r.items() if k != "all"}, "split": split, "iteration": iteration,
+                  "checkpoint": str(path)}
+        try:
+            write_json_atomic(run_dir / f"eval_{r['protocol']}.json", record)
+        except OSError as e:
+            print(f"warning: could not record the result in {run_dir}: {e.strerror or e}", file=sys.stderr)
 
 
 def evaluate_checkpoint(
@@ -134,6 +150,7 @@ def evaluate_checkpoint(
             files, labels = s.holdout_files, s.holdout_labels
         results = _eval_imagenet(model, files, labels, _imagenet_protocols(protocol), dev, workers, batch_size, what,
                                  norm=imagenet_norm(data_settings.norm))
+        _record(path, results, split, meta["iteration"])
         return {"split": split, **results[0], "iteration": meta["iteration"], "all": results}
 
     if protocol not in ("auto", "single"):
@@ -144,5 +161,6 @@ def evaluate_checkpoint(
         raise ConfigError(f"the run has no {split} split (data.val_size=0)")
     r = evaluate(model, eval_batches(chosen, splits.mean, batch_size, dev, splits.std, data_settings.resize))
     print(f"{split} error {100 * r['err']:.2f}% ({r['n']} images, loss {r['loss']:.4f}) - {what}")
-    return {"split": split, "protocol": "single", "err": 100 * r["err"], "loss": r["loss"], "n": r["n"],
-            "iteration": meta["iteration"]}
+    result = {"split": split, "protocol": "single", "err": 100 * r["err"], "loss": r["loss"], "n": r["n"]}
+    _record(path, [result], split, meta["iteration"])
+    return {**result, "iteration": meta["iteration"]}

@@ -63,9 +63,10 @@ def _curve_panel(ax: Any, curves: Sequence[Curves], colours: dict[int, Any], tit
         colour = colours[c.depth]
         if c.iters:
             ax.plot([i / 1e4 for i in c.iters], c.train_err, color=colour, linewidth=0.8,
-                    linestyle="-" if thin_train else "--", alpha=0.9)
+                    linestyle="-" if thin_train else "--", alpha=0.9, marker="." if len(c.iters) < 3 else None)
         if c.test_iters:
-            ax.plot([i / 1e4 for i in c.test_iters], c.test_err, color=colour, linewidth=2.2, label=c.label)
+            ax.plot([i / 1e4 for i in c.test_iters], c.test_err, color=colour, linewidth=2.2, label=c.label,
+                    marker="o" if len(c.test_iters) < 3 else None)  # a line of one point is invisible
     ax.set_title(title)
     ax.set_xlabel("iter. (1e4)")
     ax.set_ylabel("error (%)")
@@ -83,7 +84,7 @@ def figure6(plain: Sequence[Curves], residual: Sequence[Curves], deep: Sequence[
     plt = _pyplot()
     panels = [(plain, "plain nets"), (residual, "ResNets")] + ([(deep, "ResNet-110 vs ResNet-1202")] if deep else [])
     colours = _depth_colours([*plain, *residual, *deep])
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2), squeeze=False, layout="constrained")
     for ax, (curves, title) in zip(axes[0], panels):
         _curve_panel(ax, curves, colours, title, thin_train=False)
     fig.suptitle("CIFAR-10 (cf. Figure 6): dashed = training error, bold = test error" + (f"\n{note}" if note else ""),
@@ -96,7 +97,7 @@ def figure4(plain: Sequence[Curves], residual: Sequence[Curves], path: str | Pat
     centre-crop validation error (our `test/err`: ImageNet's val set is our test split)."""
     plt = _pyplot()
     colours = _depth_colours([*plain, *residual])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
     _curve_panel(axes[0], plain, colours, "plain", thin_train=True)
     _curve_panel(axes[1], residual, colours, "ResNet", thin_train=True)
     fig.suptitle("ImageNet (cf. Figure 4): thin = training error, bold = centre-crop val error"
@@ -108,7 +109,7 @@ def figure7(responses: Sequence[tuple[str, Sequence[float]]], path: str | Path, 
     """Figure 7: std of each 3x3 layer's response, in network order (top) and sorted by
     magnitude, descending (bottom); one line per model."""
     plt = _pyplot()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), layout="constrained")
     for label, stds in responses:
         xs = range(1, len(stds) + 1)
         top.plot(xs, list(stds), marker=".", linewidth=1.2, label=label)

@@ -59,6 +59,10 @@ def test_train_on_an_image_folder_then_evaluate_every_protocol(tmp_path: Path, f
     assert [x["protocol"] for x in r["all"]] == ["center", "ten_crop", "multi_scale"]
     assert all(x["n"] == 6 and 0 <= x["err"] <= 100 and x["top5_err"] == 0.0 for x in r["all"])  # 3 classes
     assert r["all"][0]["err"] == pytest.approx(summary["test_err"])  # the same centre-crop numbers
+    import json
+
+    saved = json.loads((tmp_path / "eval_ten_crop.json").read_text())  # for `report` (Tables 2-3)
+    assert saved["protocol"] == "ten_crop" and saved["err"] == r["all"][1]["err"] and saved["split"] == "test"
 
 
 def test_eval_of_a_torchvision_weights_file(tmp_path: Path, folder: Path) -> None:
