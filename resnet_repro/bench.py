@@ -100,7 +100,9 @@ def _peak_reset(device: torch.device) -> None:
 def _peak(device: torch.device) -> tuple[int, str]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process_peak_rss"
+    # The process's peak RSS so far: cumulative, so the baseline (timed second) includes the
+    # configured run's peak. The GPU figure is reset before each path and is exact.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process_peak_rss_cumulative"
 
 
 def _time_steps(step, batches, iters: int, warmup: int, batch: int, device: torch.device) -> dict[str, Any]:
@@ -256,7 +258,7 @@ def run_bench(settings: RunSettings, bench: BenchSettings, overrides: list[str] 
         "git_commit": _git_commit(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "cpu_threads": torch.get_num_threads(),
-        "hostname_cpus": os.cpu_count(),
+        "cpu_count": os.cpu_count(),
     }
     result["configured"] = time_configured(settings, bench, device)
     if bench.baseline and settings.data.name in CIFAR_SOURCES and not bench.synthetic:
