@@ -18,7 +18,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -34,13 +33,20 @@ from torch import nn
 
 from resnet_repro.data.build import CIFAR_SOURCES, build_training_data, load_cifar_splits
 from resnet_repro.distributed import World
-from resnet_repro.engine import autocast, make_sgd, maybe_compile, train_step
+from resnet_repro.engine import make_sgd, maybe_compile, train_step
 from resnet_repro.errors import ConfigError, ReproError
 from resnet_repro.loggers import write_json_atomic
 from resnet_repro.models import build_from_arch, input_size
-from resnet_repro.settings import RunSettings, compile_mode, resolve_device, run_settings, use_amp, use_channels_last
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from resnet_repro.provenance import device_name, git_commit, peak_memory, reset_peak_memory
+from resnet_repro.paths import CONF_DIR
+from resnet_repro.settings import (
+    RunSettings,
+    compile_mode,
+    resolve_device,
+    run_settings,
+    use_amp,
+    use_channels_last,
+)
 
 
 @dataclass(frozen=True)
@@ -92,30 +98,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _peak_reset(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak(device: torch.device) -> tuple[int, str]:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
-    # The process's peak RSS so far: cumulative, so the baseline (timed second) includes the
-    # configured run's peak. The GPU figure is reset before each path and is exact.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process_peak_rss_cumulative"
-
-
 def _time_steps(step, batches, iters: int, warmup: int, batch: int, device: torch.device) -> dict[str, Any]:
     for _ in range(warmup):
         step(*next(batches))
     _sync(device)
-    _peak_reset(device)
+    reset_peak_memory(device)
     t0 = time.perf_counter()
     for _ in range(iters):
         step(*next(batches))
     _sync(device)
     seconds = time.perf_counter() - t0
-    peak, kind = _peak(device)
+    peak, kind = peak_memory(device)
+    if kind == "process_peak_rss":  # cumulative: the baseline, timed second, includes the configured run's peak
+        kind = "process_peak_rss_cumulative"
     return {
         "images_per_s": round(iters * batch / seconds, 1),
         "ms_per_iter": round(1000 * seconds / iters, 3),
@@ -233,18 +228,10 @@ def time_concurrent(overrides: list[str], n: int) -> dict[str, Any]:
     return {"processes": n, "images_per_s_each": rates, "images_per_s_total": round(sum(rates), 1)}
 
 
-def _git_commit() -> str:
-    from resnet_repro.train import _git_commit as commit
-
-    return commit()
-
-
 def run_bench(settings: RunSettings, bench: BenchSettings, overrides: list[str] | None = None) -> dict[str, Any]:
     if bench.iters < 1 or bench.warmup < 0 or bench.concurrent < 1:
         raise ConfigError("bench.iters must be >= 1, bench.warmup >= 0 and bench.concurrent >= 1")
     device = resolve_device(settings.trainer.device)
-    from resnet_repro.train import _device_name
-
     result: dict[str, Any] = {
         "command": "python -m resnet_repro bench " + " ".join(overrides or []),
         "exp_name": settings.exp_name,
@@ -252,10 +239,10 @@ def run_bench(settings: RunSettings, bench: BenchSettings, overrides: list[str] 
         "batch_size": settings.trainer.batch_size,
         "iters": bench.iters,
         "warmup": bench.warmup,
-        "device": _device_name(device),
+        "device": device_name(device),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),

@@ -11,11 +11,10 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from resnet_repro.errors import ReproError
+from resnet_repro.paths import CONF_DIR
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 USAGE = """usage: python -m resnet_repro <command> [args]
 

@@ -16,9 +16,7 @@ import datetime as _dt
 import json
 import os
 import platform
-import resource
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -36,7 +34,6 @@ from resnet_repro.checkpoint import (
     PREV,
     check_compatible,
     checkpoint_meta,
-    load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -50,7 +47,9 @@ from resnet_repro.loggers import JsonlSink, MetricsSink, MultiSink, WandbSink, w
 from resnet_repro.models import build_from_arch, count_macs, count_params, input_size
 from resnet_repro.schedule import WarmupUntilError, build_schedule
 from resnet_repro.rundir import RunLock, remove_stale_temp_files, resume_checkpoint, write_text_atomic
+from resnet_repro.provenance import device_name, git_commit, peak_memory
 from resnet_repro.pretrained import apply_weights, freeze_backbone, load_weights, set_train_mode
+from resnet_repro.paths import CONF_DIR
 from resnet_repro.settings import (
     RunSettings,
     compile_mode,
@@ -60,7 +59,6 @@ from resnet_repro.settings import (
     use_channels_last,
 )
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 CONFIG_FILE = "config.yaml"
 
 # Settings a resumed run may change: how long, how often, where, and how it is logged.
@@ -269,35 +267,6 @@ class LoopState:
         for k in ("log_loss", "log_wrong", "warm_wrong"):
             setattr(state, k, torch.as_tensor(getattr(state, k)).to(device))
         return state
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5,
-        )
-        if out.returncode == 0:
-            return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return "unknown"
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-
-
-def _peak_memory(device: torch.device) -> tuple[int, str]:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
-    # ru_maxrss is in KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process_peak_rss"
 
 
 def _build_sinks(settings: RunSettings, run_dir: Path, state: LoopState, resumed: bool) -> MetricsSink:
@@ -588,7 +557,7 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
         distributed.average_buffers(model, world)
         last_eval = data.evaluate(model, lambda: autocast(device, amp))
     state.wall_time = wall_base + time.perf_counter() - session_start
-    peak, peak_kind = _peak_memory(device)
+    peak, peak_kind = peak_memory(device)
     summary = {
         "exp_name": settings.exp_name,
         "model": settings.model.name,
@@ -611,13 +580,13 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
         "images_per_s": round(state.iteration * tr.batch_size / max(state.train_time, 1e-9), 1),
         "peak_memory_bytes": peak,
         "peak_memory_kind": peak_kind,
-        "device": _device_name(device),
+        "device": device_name(device),
         "world_size": world.size,
         "amp": "bf16" if amp else "off",
         "channels_last": channels_last,
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "data": settings.data.name,
         "train_size": data.sizes["train"],
         "val_size": data.sizes["val"],

@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from resnet_repro.cli import CONF_DIR
+from resnet_repro.paths import CONF_DIR
 from resnet_repro.train import register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]

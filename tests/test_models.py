@@ -232,7 +232,7 @@ def test_grouped_bn_keeps_batchnorm_state_dict_keys() -> None:
 def test_conf_model_files_describe_the_registrys_architectures() -> None:
     from omegaconf import OmegaConf
 
-    from resnet_repro.cli import CONF_DIR
+    from resnet_repro.paths import CONF_DIR
 
     files = sorted((CONF_DIR / "model").glob("*.yaml"))
     assert {f.stem for f in files} == set(M.NAMED_MODELS)

@@ -15,7 +15,7 @@ import torch
 from conftest import REPO, SHARED_CIFAR, TINY, TINY_TRAINER, compose_config
 from resnet_repro import engine
 from resnet_repro.checkpoint import load_checkpoint, save_checkpoint
-from resnet_repro.cli import CONF_DIR
+from resnet_repro.paths import CONF_DIR
 from resnet_repro.evaluate import evaluate_checkpoint
 from resnet_repro.loggers import read_jsonl
 from resnet_repro.schedule import build_schedule
@@ -111,7 +111,7 @@ def test_run_dir_holds_metrics_summary_checkpoint_and_config(tmp_path: Path) -> 
 def test_same_seed_same_run_and_seed_changes_it(tmp_path: Path) -> None:
     a = train(tmp_path / "a", ["seed=3"])
     b = train(tmp_path / "b", ["seed=3"])
-    c = train(tmp_path / "c", ["seed=4"])
+    train(tmp_path / "c", ["seed=4"])
     rows = lambda d: [r["train/loss"] for r in read_jsonl(d / "metrics.jsonl")]  # noqa: E731
     assert rows(tmp_path / "a") == rows(tmp_path / "b")
     assert rows(tmp_path / "a") != rows(tmp_path / "c")

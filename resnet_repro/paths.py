@@ -1,0 +1,5 @@
+"""Where the Hydra configs live: `conf/` at the top of the repository (an editable install)."""
+
+from pathlib import Path
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
