@@ -120,7 +120,8 @@ def _time_steps(step, batches, iters: int, warmup: int, batch: int, device: torc
     }
 
 
-def _model(settings: RunSettings, num_classes: int, device: torch.device) -> nn.Module:
+def _baseline_model(settings: RunSettings, num_classes: int, device: torch.device) -> nn.Module:
+    """The same architecture and initial weights as the configured run, plain fp32 layout."""
     torch.manual_seed(settings.seed)
     arch = replace(settings.model.arch, num_classes=settings.model.arch.num_classes or num_classes)
     return build_from_arch(arch, bn_group_size=settings.model.bn_group_size).to(device)
@@ -141,12 +142,13 @@ def time_configured(settings: RunSettings, bench: BenchSettings, device: torch.d
         data = build_training_data(settings.data, settings.seed, batch_size=tr.batch_size,
                                    eval_batch_size=tr.eval_batch_size, device=device, world=World())
         num_classes, batches, source = data.num_classes, data.stream.iterate(0), f"{settings.data.name} pipeline"
-    model = _model(settings, num_classes, device)
-    if cl:
-        model = model.to(memory_format=torch.channels_last)
+    from resnet_repro.train import make_model
+
+    arch = replace(settings.model.arch, num_classes=settings.model.arch.num_classes or num_classes)
+    model = make_model(replace(settings, model=replace(settings.model, arch=arch)), device, World())
     mode = compile_mode(tr.compile, device)
     net = maybe_compile(model, mode)
-    opt = make_sgd(model.parameters(), lr=0.1, momentum=settings.optim.momentum,
+    opt = make_sgd([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=settings.optim.momentum,
                    weight_decay=settings.optim.weight_decay, nesterov=settings.optim.nesterov, device=device)
     model.train()
     step = lambda x, y: train_step(net, opt, x, y, 0.1, amp=amp, channels_last=cl)  # noqa: E731
@@ -193,7 +195,7 @@ def time_baseline(settings: RunSettings, bench: BenchSettings, device: torch.dev
             for x, y in loader:
                 yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
-    model = _model(settings, len(splits.classes), device)
+    model = _baseline_model(settings, len(splits.classes), device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=settings.optim.momentum,
                           weight_decay=settings.optim.weight_decay)
     model.train()

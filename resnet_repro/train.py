@@ -294,8 +294,10 @@ def _pct(x: float) -> float:
     return 100.0 * x
 
 
-def _make_model(settings: RunSettings, device: torch.device, world: World) -> nn.Module:
-    """The model on its device, from its seed or from `model.weights`, wrapped for DDP."""
+def make_model(settings: RunSettings, device: torch.device, world: World) -> nn.Module:
+    """The model as training uses it: from its seed or from `model.weights` (optionally with a
+    frozen backbone), SyncBN when asked, on its device, channels_last when enabled. `bench`
+    times exactly this. DDP wrapping and compilation happen in the loop."""
     arch = settings.model.arch
     torch.manual_seed(settings.seed)  # the initial weights depend only on the seed
     model = build_from_arch(arch, bn_group_size=settings.model.bn_group_size)
@@ -342,7 +344,7 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
     if ckpt is not None:
         check_compatible(ckpt, model_name=settings.model.name, arch=arch.as_dict(), path=ckpt_from)
 
-    model = _make_model(settings, device, world)
+    model = make_model(settings, device, world)
     schedule = build_schedule(
         settings.schedule.kind,
         base_lr=settings.schedule.base_lr,
@@ -428,6 +430,11 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
             },
             keep_previous=run_dir / PREV,
         )
+
+    def stop_requested(log_due: bool) -> bool:
+        if not world.distributed:
+            return stop.signum is not None
+        return log_due and reduced(float(stop.signum is not None))[0] > 0
 
     def log(row: dict[str, Any]) -> None:
         try:
@@ -533,9 +540,7 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
             bar.update(1)
             # SIGTERM/SIGINT: checkpoint and leave. Every process must stop at the same
             # iteration, so under torchrun the flag is agreed at log steps.
-            if stop.signum is not None if not world.distributed else (
-                log_due and reduced(float(stop.signum is not None))[0] > 0
-            ):
+            if stop_requested(log_due):
                 if done % tr.ckpt_every and done != tr.max_iters:
                     save()
                 if world.is_main:
