@@ -13,6 +13,8 @@ ones the paper varies (timm-style constructor arguments, no subclasses):
 
 from __future__ import annotations
 
+import copy
+
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -47,6 +49,11 @@ CIFAR_WIDTHS = (16, 32, 64)  # §4.2: {16, 32, 64} filters on maps of {32, 16, 8
 # --------------------------------------------------------------------------------------
 
 
+def _check_group_size(group_size: int | None) -> None:
+    if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2):
+        raise ConfigError(f"bn_group_size must be an integer >= 2 (or null for ordinary BN), got {group_size!r}")
+
+
 class GroupedBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are computed per group of `group_size` images.
 
@@ -59,9 +66,8 @@ class GroupedBatchNorm2d(nn.BatchNorm2d):
     """
 
     def __init__(self, num_features: int, group_size: int | None = None, **kwargs) -> None:
+        _check_group_size(group_size)
         super().__init__(num_features, **kwargs)
-        if group_size is not None and group_size < 2:
-            raise ConfigError(f"bn_group_size must be >= 2 (or null for ordinary BN), got {group_size}")
         self.group_size = group_size
 
     def forward(self, x: Tensor) -> Tensor:
@@ -253,6 +259,31 @@ BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "
 # --------------------------------------------------------------------------------------
 
 
+def _check_args(
+    block: str, layers: Sequence[int], widths: Sequence[int], stem: str, num_classes: int,
+    residual: bool, shortcut: str, bottleneck_stride: str,
+) -> None:
+    """Every constructor argument of `ResNet` checked, one clear line each, without building."""
+    if block not in BLOCKS:
+        raise ConfigError(f"unknown block {block!r}; choose from {sorted(BLOCKS)}")
+    if stem not in ("cifar", "imagenet"):
+        raise ConfigError(f"unknown stem {stem!r}; choose 'cifar' or 'imagenet'")
+    if shortcut not in SHORTCUTS:
+        raise ConfigError(f"unknown shortcut option {shortcut!r}; choose A, B or C (§3.3)")
+    if not residual and shortcut != "A":
+        raise ConfigError(
+            f"plain nets have no shortcuts, so shortcut={shortcut!r} does not apply "
+            "(use residual=true for option B/C)"
+        )
+    if bottleneck_stride not in BOTTLENECK_STRIDES:
+        raise ConfigError(f"bottleneck_stride must be '1x1' (paper) or '3x3' (v1.5), got {bottleneck_stride!r}")
+    if len(layers) != len(widths) or not layers or min(layers) < 1:
+        raise ConfigError(f"layers {list(layers)} and widths {list(widths)} must be non-empty, equal length, >= 1")
+    if num_classes < 1:
+        raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+
+
+
 class ResNet(nn.Module):
     """A plain or residual network of the paper, CIFAR or ImageNet style.
 
@@ -285,24 +316,7 @@ class ResNet(nn.Module):
         zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
-        if block not in BLOCKS:
-            raise ConfigError(f"unknown block {block!r}; choose from {sorted(BLOCKS)}")
-        if stem not in ("cifar", "imagenet"):
-            raise ConfigError(f"unknown stem {stem!r}; choose 'cifar' or 'imagenet'")
-        if shortcut not in SHORTCUTS:
-            raise ConfigError(f"unknown shortcut option {shortcut!r}; choose A, B or C (§3.3)")
-        if not residual and shortcut != "A":
-            raise ConfigError(
-                f"plain nets have no shortcuts, so shortcut={shortcut!r} does not apply "
-                "(use residual=true for option B/C)"
-            )
-        if bottleneck_stride not in BOTTLENECK_STRIDES:
-            raise ConfigError(f"bottleneck_stride must be '1x1' (paper) or '3x3' (v1.5), got {bottleneck_stride!r}")
-        if len(layers) != len(widths) or not layers or min(layers) < 1:
-            raise ConfigError(f"layers {list(layers)} and widths {list(widths)} must be non-empty, equal length, >= 1")
-        if num_classes < 1:
-            raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
-
+        _check_args(block, layers, widths, stem, num_classes, residual, shortcut, bottleneck_stride)
         block_cls = BLOCKS[block]
         norm = _norm_factory(bn_group_size)
         self.residual = residual
@@ -405,6 +419,28 @@ def _check_depth(family: str, depth: int) -> None:
         raise ConfigError(f"unknown model family {family!r}; choose 'cifar' or 'imagenet'")
 
 
+def _layout(family: str, depth: int) -> tuple[str, tuple[int, ...], tuple[int, ...], str, int]:
+    """(block, blocks per stage, widths, stem, default classes) of a family and depth."""
+    _check_depth(family, depth)
+    if family == "cifar":
+        n = (depth - 2) // 6
+        block, layers, widths, stem = "basic", (n, n, n), CIFAR_WIDTHS, "cifar"
+        default_classes = 10
+    else:
+        block, layers = IMAGENET_LAYERS[depth]
+        widths, stem, default_classes = IMAGENET_WIDTHS, "imagenet", 1000
+    return block, tuple(layers), tuple(widths), stem, default_classes
+
+
+def validate_arch(arch: Arch, bn_group_size: int | None = None) -> None:
+    """Raise ConfigError for any setting `build_from_arch(arch, bn_group_size=...)` would
+    refuse, without building (no weights allocated, no initialisation run)."""
+    block, layers, widths, stem, default_classes = _layout(arch.family, arch.depth)
+    _check_args(block, layers, widths, stem, arch.num_classes or default_classes, arch.residual,
+                arch.shortcut, arch.bottleneck_stride)
+    _check_group_size(bn_group_size)
+
+
 def build_resnet(
     family: str,
     depth: int,
@@ -421,14 +457,7 @@ def build_resnet(
     CIFAR: depth 6n+2, three stages of n basic blocks (§4.2). ImageNet: depth 18/34 (basic)
     or 50/101/152 (bottleneck), Table 1.
     """
-    _check_depth(family, depth)
-    if family == "cifar":
-        n = (depth - 2) // 6
-        block, layers, widths, stem = "basic", (n, n, n), CIFAR_WIDTHS, "cifar"
-        default_classes = 10
-    else:
-        block, layers = IMAGENET_LAYERS[depth]
-        widths, stem, default_classes = IMAGENET_WIDTHS, "imagenet", 1000
+    block, layers, widths, stem, default_classes = _layout(family, depth)
     return ResNet(
         block=block,
         layers=layers,
@@ -520,25 +549,31 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, size: int, batch: int = 1) -> int:
-    """Forward multiply-adds per image, counted by `torch.utils.flop_counter` on the meta
-    device (no real compute). FlopCounterMode reports FLOPs = 2 x multiply-adds."""
-    from torch.utils.flop_counter import FlopCounterMode
+def count_macs(model: nn.Module, size: int) -> int:
+    """Forward multiply-adds per image of the convolutions and the FC layer (what Table 1's
+    FLOPs count), from the layer shapes of one forward pass of a meta-device copy: no real
+    compute. Normalisation layers hold no multiply-adds and are left out of the copy (the
+    meta kernels of batch norm would pull in torch's compiler stack, seconds of start-up)."""
+    meta = copy.deepcopy(model).to("meta")
+    for name, m in list(meta.named_modules()):
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            meta.set_submodule(name, nn.Identity())
+    macs = 0
 
-    meta = _to_meta(model)
-    x = torch.empty(batch, 3, size, size, device="meta")
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        meta.eval()(x)
-    return counter.get_total_flops() // (2 * batch)
+    def count(mod: nn.Module, inp: tuple[Tensor, ...], out: Tensor) -> None:
+        nonlocal macs
+        if isinstance(mod, nn.Conv2d):
+            k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
+            macs += out[0].numel() * k
+        else:
+            macs += mod.in_features * mod.out_features
 
-
-def _to_meta(model: nn.Module) -> nn.Module:
-    if next(model.parameters()).device.type == "meta":
-        return model
-    import copy
-
-    return copy.deepcopy(model).to("meta")
+    hooks = [m.register_forward_hook(count) for m in meta.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        meta.eval()(torch.empty(1, 3, size, size, device="meta"))
+    for h in hooks:
+        h.remove()
+    return macs
 
 
 def build_meta(name: str, **overrides) -> ResNet:

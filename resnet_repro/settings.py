@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from resnet_repro.data.build import DataSettings
 from resnet_repro.errors import ConfigError
-from resnet_repro.models import Arch, build_from_arch
+from resnet_repro.models import Arch, validate_arch
 
 
 @dataclass(frozen=True)
@@ -151,8 +151,7 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
         )
     if model.freeze_backbone and not model.weights:
         raise ConfigError("model.freeze_backbone=true needs model.weights=<file> to start from")
-    with torch.device("meta"):  # every model setting is checked before any data is loaded
-        build_from_arch(arch, bn_group_size=model.bn_group_size)
+    validate_arch(arch, model.bn_group_size)  # every model setting is checked before any data is loaded
 
     d = dict(c["data"])
     if "scale" in d:

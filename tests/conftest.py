@@ -37,6 +37,28 @@ def compose_config(overrides: list[str], config_name: str = "config") -> DictCon
         return compose(config_name=config_name, overrides=overrides)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _fresh_machine_caches(tmp_path_factory: pytest.TempPathFactory):
+    """Every cache a run could leave behind lives in this session's temporary directory, so no
+    test reads what an earlier run (or the user) left in ~/.cache or /tmp: compiled kernels
+    (torch.compile), matplotlib's font cache, W&B's files. Subprocesses inherit the settings."""
+    root = tmp_path_factory.mktemp("caches")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCHINDUCTOR_CACHE_DIR", str(root / "torchinductor"))
+        mp.setenv("TRITON_CACHE_DIR", str(root / "triton"))
+        mp.setenv("MPLCONFIGDIR", str(root / "matplotlib"))
+        mp.setenv("XDG_CACHE_HOME", str(root / "xdg-cache"))
+        mp.setenv("WANDB_DIR", str(root / "wandb"))
+        mp.setenv("WANDB_CONFIG_DIR", str(root / "wandb-config"))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _per_test_data_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Decoded image folders are cached per test: no test sees another's (or a user's) cache.
+    monkeypatch.setenv("RESNET_REPRO_CACHE", str(tmp_path / "resnet_repro_cache"))
+
+
 @pytest.fixture(autouse=True)
 def _quiet_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
     # Tests never reach W&B's servers or a user's credentials.

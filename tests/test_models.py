@@ -168,7 +168,7 @@ def test_bottleneck_stride_position() -> None:
         (dict(family="cifar", depth=20, shortcut="D"), "unknown shortcut option 'D'"),
         (dict(family="cifar", depth=20, residual=False, shortcut="B"), "plain nets have no shortcuts"),
         (dict(family="imagenet", depth=50, bottleneck_stride="2x2"), "bottleneck_stride must be"),
-        (dict(family="cifar", depth=20, bn_group_size=1), "bn_group_size must be >= 2"),
+        (dict(family="cifar", depth=20, bn_group_size=1), "bn_group_size must be an integer >= 2"),
     ],
 )
 def test_invalid_combinations_fail_at_construction(kwargs: dict, message: str) -> None:
