@@ -58,6 +58,20 @@ def make_sgd(params, *, lr: float, momentum: float, weight_decay: float, nestero
     return torch.optim.SGD(params, foreach=True, **kwargs)
 
 
+def set_tf32(enabled: bool) -> None:
+    """CUDA: let fp32 convolutions and matmuls use TF32 tensor cores (10-bit significand
+    products, fp32 accumulation; PyTorch's default for cuDNN convolutions) or keep strict fp32."""
+    torch.backends.cudnn.allow_tf32 = enabled
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+
+
+def precision(device: torch.device, *, amp: bool, tf32: bool) -> str:
+    """What a number was computed in: "bf16" (autocast), "tf32" or "fp32"."""
+    if amp:
+        return "bf16"
+    return "tf32" if tf32 and device.type == "cuda" else "fp32"
+
+
 def autocast(device: torch.device, enabled: bool):
     """bf16 autocast on `device` when enabled (a no-op context otherwise)."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)

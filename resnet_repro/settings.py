@@ -58,6 +58,7 @@ class TrainerSettings:
     channels_last: str = "auto"  # auto (on for CUDA) | on | off
     sync_bn: bool = False  # SyncBatchNorm across processes (the paper did not synchronise)
     max_skipped_steps: int = 0  # steps with a nan/inf loss that may be skipped before stopping
+    tf32: bool = True  # CUDA: TF32 for fp32 convs/matmuls (PyTorch's cuDNN default); false: strict fp32
     compile: str = "auto"  # torch.compile mode: auto (default on CUDA, off on CPU) | off | default | reduce-overhead | max-autotune
 
 
@@ -186,6 +187,8 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
     if isinstance(trainer.max_skipped_steps, bool) or not isinstance(trainer.max_skipped_steps, int) \
             or trainer.max_skipped_steps < 0:
         raise ConfigError(f"trainer.max_skipped_steps must be an integer >= 0, got {trainer.max_skipped_steps!r}")
+    if not isinstance(trainer.tf32, bool):
+        raise ConfigError(f"trainer.tf32 must be true or false, got {trainer.tf32!r}")
     if trainer.compile not in COMPILE_MODES:
         raise ConfigError(f"trainer.compile must be one of {', '.join(COMPILE_MODES)}, got {trainer.compile!r}")
     if trainer.amp not in ("auto", "bf16", "off", "false"):

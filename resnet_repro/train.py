@@ -41,7 +41,7 @@ from resnet_repro.checkpoint import (
 from resnet_repro import distributed
 from resnet_repro.data.build import build_training_data
 from resnet_repro.distributed import World, all_reduce_sum, per_process_batch, world_from_env
-from resnet_repro.engine import autocast, make_sgd, maybe_compile, train_step
+from resnet_repro.engine import make_sgd, maybe_compile, precision, set_tf32, train_step
 from resnet_repro.errors import CheckpointError, ConfigError, ReproError
 from resnet_repro.loggers import JsonlSink, MetricsSink, MultiSink, WandbSink, write_json_atomic
 from resnet_repro.models import build_from_arch, count_macs, count_params, input_size
@@ -333,6 +333,7 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
     tr = settings.trainer
     amp = use_amp(tr.amp, device)
     channels_last = use_channels_last(tr.channels_last, device)
+    set_tf32(tr.tf32)
     ckpt_path = run_dir / LAST
     data = build_training_data(
         settings.data, settings.seed, batch_size=per_process_batch(tr.batch_size, world),
@@ -520,7 +521,7 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
                 window_time = 0.0
                 if eval_due:
                     distributed.average_buffers(model, world)
-                    last_eval = data.evaluate(model, lambda: autocast(device, amp))
+                    last_eval = data.evaluate(model)  # fp32: the reported numbers are never bf16
                     set_train_mode(net, frozen)
                     row.update(last_eval)
                     if "val/err" in last_eval:
@@ -560,7 +561,7 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
 
     if not last_eval:  # resumed at or past trainer.max_iters: the checkpoint's final numbers
         distributed.average_buffers(model, world)
-        last_eval = data.evaluate(model, lambda: autocast(device, amp))
+        last_eval = data.evaluate(model)
     state.wall_time = wall_base + time.perf_counter() - session_start
     peak, peak_kind = peak_memory(device)
     summary = {
@@ -588,15 +589,27 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
         "device": device_name(device),
         "world_size": world.size,
         "amp": "bf16" if amp else "off",
+        "train_precision": precision(device, amp=amp, tf32=tr.tf32),
+        "eval_precision": precision(device, amp=False, tf32=tr.tf32),
         "channels_last": channels_last,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "git_commit": git_commit(),
         "data": settings.data.name,
+        "data_fingerprint": data.fingerprint,
+        "num_classes": data.num_classes,
         "train_size": data.sizes["train"],
         "val_size": data.sizes["val"],
         "test_size": data.sizes["test"],
         "batch_size": tr.batch_size,
+        "max_iters": tr.max_iters,
+        "schedule": {
+            "kind": settings.schedule.kind,
+            "base_lr": settings.schedule.base_lr,
+            "milestones": list(settings.schedule.milestones),
+            "gamma": settings.schedule.gamma,
+            "warmup": bool((settings.schedule.warmup or {}).get("enabled")),
+        },
         "bn_group_size": settings.model.bn_group_size,
         "weights": settings.model.weights,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

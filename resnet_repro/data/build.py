@@ -8,6 +8,8 @@ tensors (pipeline.py). ImageNet reads JPEG folders through DataLoader workers (i
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,14 @@ import torch
 from torch import nn
 
 from resnet_repro.data.pipeline import TrainStream, eval_batches, per_pixel_mean, to_device
-from resnet_repro.data.sources import ArraySplit, load_cifar10, load_image_folder, make_synthetic, split_train_val
+from resnet_repro.data.sources import (
+    ArraySplit,
+    fingerprint,
+    load_cifar10,
+    load_image_folder,
+    make_synthetic,
+    split_train_val,
+)
 from resnet_repro.errors import ConfigError
 
 CIFAR_SOURCES = ("cifar10", "cifar10_folder", "synthetic")
@@ -35,7 +44,7 @@ class DataSettings:
     root: str | None = None
     download: bool = True
     cache_dir: str | None = None
-    val_size: int = 5000  # held out of the training images for model selection (§4.2: 45k/5k)
+    val_size: int = 0  # held out of the training images (§4.2's 45k/5k schedule study: 5000)
     pad: int = 4  # §4.2
     flip: bool = True  # §4.2
     norm: str = "per_pixel"  # §4.2 per-pixel mean; "imagenet": per-channel mean/std (pretrained nets)
@@ -60,8 +69,9 @@ class TrainingData:
     stream: BatchStream
     num_classes: int
     sizes: dict[str, int]  # train / val / test image counts
-    # evaluate(model, autocast) -> {"val/err": %, "test/err": %, ...}; splits without images skipped
-    evaluate: Callable[[nn.Module, Callable[[], Any]], dict[str, float]]
+    # evaluate(model) -> {"val/err": %, "test/err": %, ...} in fp32; splits without images skipped
+    evaluate: Callable[[nn.Module], dict[str, float]]
+    fingerprint: str = ""  # the data set's identity (content hash; ImageNet: its file names)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -76,6 +86,7 @@ class CifarSplits:
     mean: torch.Tensor  # [3,32,32] per-pixel (§4.2) or [3,1,1] per-channel
     std: torch.Tensor | None
     classes: list[str]
+    fingerprint: str
 
 
 def load_cifar_splits(settings: DataSettings, seed: int) -> CifarSplits:
@@ -91,13 +102,16 @@ def load_cifar_splits(settings: DataSettings, seed: int) -> CifarSplits:
         raise ConfigError(f"unknown data {settings.name!r}; choose from: {', '.join(DATA_SOURCES)}")
     if settings.norm not in NORMS:
         raise ConfigError(f"data.norm must be one of {', '.join(NORMS)}, got {settings.norm!r}")
-    train, val = split_train_val(ds.train, settings.val_size, seed)
+    ident = fingerprint(ds.train, ds.test)
+    # The holdout is drawn with a seed taken from the data, not the run: every seed holds out
+    # the same images (issue: seeds differ only in initialisation and order).
+    train, val = split_train_val(ds.train, settings.val_size, seed=int(ident[:8], 16))
     if settings.norm == "per_pixel":
         # §4.2 "per-pixel mean subtracted": the mean image of the images we train on.
         mean, std = per_pixel_mean(train.x), None
     else:
         mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return CifarSplits(train, val, ds.test, mean, std, ds.classes)
+    return CifarSplits(train, val, ds.test, mean, std, ds.classes, ident)
 
 
 def _cifar_evaluate(splits: CifarSplits, settings: DataSettings, batch_size: int, device: torch.device):
@@ -105,14 +119,13 @@ def _cifar_evaluate(splits: CifarSplits, settings: DataSettings, batch_size: int
 
     held = {"val": to_device(splits.val, device), "test": to_device(splits.test, device)}
 
-    def run(model: nn.Module, autocast: Callable[[], Any]) -> dict[str, float]:
+    def run(model: nn.Module) -> dict[str, float]:
         # Every process evaluates the whole (small) split: identical numbers on every rank.
         out: dict[str, float] = {}
         for name, split in held.items():
             if len(split):
                 batches = eval_batches(split, splits.mean, batch_size, device, splits.std, settings.resize)
-                with autocast():
-                    r = evaluate(model, batches)
+                r = evaluate(model, batches)
                 out[f"{name}/err"], out[f"{name}/loss"] = 100.0 * r["err"], r["loss"]
         return out
 
@@ -141,16 +154,15 @@ def _imagenet_data(settings: DataSettings, seed: int, batch_size: int, eval_batc
         "test": (val_files, val_labels),  # the official val set: reported, never selected on
     }
 
-    def run(model: nn.Module, autocast: Callable[[], Any]) -> dict[str, float]:
+    def run(model: nn.Module) -> dict[str, float]:
         out: dict[str, float] = {}
         for name, (files, labels) in held.items():
             if not files:
                 continue
-            with autocast():
-                counts = evaluate_protocol(
-                    model, files, labels, "center", device=device, norm=norm, workers=settings.workers,
-                    batch_size=eval_batch_size, rank=world.rank, world_size=world.size,
-                )
+            counts = evaluate_protocol(
+                model, files, labels, "center", device=device, norm=norm, workers=settings.workers,
+                batch_size=eval_batch_size, rank=world.rank, world_size=world.size,
+            )
             c = torch.tensor([counts["top1_wrong"], counts["top5_wrong"], counts["n"]], dtype=torch.float64)
             c = all_reduce_sum(c.to(device), world).cpu()
             r = finalize({"top1_wrong": int(c[0]), "top5_wrong": int(c[1]), "n": int(c[2])})
@@ -158,7 +170,18 @@ def _imagenet_data(settings: DataSettings, seed: int, batch_size: int, eval_batc
         return out
 
     sizes = {"train": stream.n_train, "val": len(stream.holdout_files), "test": len(val_files)}
-    return TrainingData(stream, stream.num_classes, sizes, run)
+    return TrainingData(
+        stream, stream.num_classes, sizes, run,
+        fingerprint=_names_fingerprint(stream.root, [*stream.files, *stream.holdout_files, *val_files]),
+    )
+
+
+def _names_fingerprint(root: Path, files: list[str]) -> str:
+    """ImageNet's identity without reading 1.3M files: every file's path below `root`, sorted
+    (the same data set at another mount point has the same fingerprint)."""
+    prefix = str(root) + os.sep
+    names = sorted(f[len(prefix):] if f.startswith(prefix) else f for f in files)
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
 
 
 def imagenet_norm(norm: str) -> str:
@@ -183,5 +206,6 @@ def build_training_data(
     )
     sizes = {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)}
     return TrainingData(
-        stream, len(splits.classes), sizes, _cifar_evaluate(splits, settings, eval_batch_size, device)
+        stream, len(splits.classes), sizes, _cifar_evaluate(splits, settings, eval_batch_size, device),
+        fingerprint=splits.fingerprint,
     )

@@ -405,13 +405,27 @@ def make_synthetic(
     )
 
 
+def fingerprint(*splits: ArraySplit) -> str:
+    """A short content hash of the images and labels: the data set's identity wherever it lies
+    (recorded in summary.json; a resumed run may find its data at another path, not other data)."""
+    h = hashlib.sha256()
+    for split in splits:
+        for t in (split.x, split.y):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.numpy())
+    return h.hexdigest()[:16]
+
+
 # --------------------------------------------------------------------------------------------
 # Train/val holdout
 
 
 def split_train_val(split: ArraySplit, val_size: int, seed: int) -> tuple[ArraySplit, ArraySplit]:
     """A fixed, seeded holdout of `val_size` training images (§4.2: the 45k/5k split on which
-    the schedule was chosen). Both parts keep the original order of the images they hold."""
+    the schedule was chosen). Both parts keep the original order of the images they hold.
+    Callers seed it from the data (`fingerprint`), so every run on the same data holds out the
+    same images and seeds differ only in initialisation and order."""
     n = len(split)
     if not 0 <= val_size < n:
         raise DataError(
