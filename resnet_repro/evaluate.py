@@ -8,7 +8,7 @@
 
 Protocols: CIFAR "single" (§4.2: the single original 32x32 view). ImageNet "center" (256, centre
 224 crop; Figure 4), "ten_crop" (§3.4, Tables 2-3), "multi_scale" (fully convolutional,
-shorter side {224, 256, 384, 480, 640}; Table 4), or "all" of them.
+shorter side {224, 256, 384, 480, 640}, each with its flip; Table 4), or "all" of them.
 """
 
 from __future__ import annotations

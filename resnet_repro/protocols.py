@@ -4,7 +4,9 @@
 - "ten_crop": §3.4 "standard 10-crop testing" (Tables 2, 3): shorter side 256, the four corner
   and the centre 224 crops and their horizontal flips.
 - "multi_scale": §3.4 fully-convolutional testing (Table 4): the whole image at shorter side
-  {224, 256, 384, 480, 640}, scores averaged over the scales.
+  {224, 256, 384, 480, 640} and its horizontal flip, scores averaged over the 10 views. The
+  paper says only "as in [41, 13]"; both VGG [41] and SPP-net [13] average the scores of the
+  image and its flip, so we do too (`flips=False` gives the 5 unflipped views alone).
 
 Views are combined by averaging their softmax probabilities (see `average_probs`).
 
@@ -136,9 +138,10 @@ def ten_crop_probs(model: nn.Module, views: Tensor) -> Tensor:
     return average_probs(list(logits.unbind(1)))
 
 
-def multi_scale_probs(model: nn.Module, images: Sequence[Tensor], flips: bool = False) -> Tensor:
+def multi_scale_probs(model: nn.Module, images: Sequence[Tensor], flips: bool = True) -> Tensor:
     """Normalised whole images [3,h_s,w_s] (one per scale) -> probabilities [1,K] averaged over
-    the scales (and each scale's horizontal flip when `flips`).
+    the scales and (when `flips`, the default: VGG [41] and SPP-net [13] do) each scale's
+    horizontal flip.
 
     Fully convolutional (§3.4, after VGG [41]): our nets end in global average pooling and a
     linear fc; average-pooling the features and then applying fc equals applying fc at every
@@ -246,13 +249,14 @@ def ten_crop(
 def multi_scale(
     model: nn.Module, files: Sequence[str], labels: Sequence[int], *, device: torch.device | str,
     norm: str | Normalization = "mean_std", workers: int = 8, batch_size: int = 1,
-    rank: int = 0, world_size: int = 1, scales: Sequence[int] = MULTI_SCALES, flips: bool = False,
+    rank: int = 0, world_size: int = 1, scales: Sequence[int] = MULTI_SCALES, flips: bool = True,
 ) -> Counts:
     """§3.4 fully-convolutional multi-scale testing (Table 4): each whole image is resized to
-    shorter side s in {224, 256, 384, 480, 640} (aspect kept) and run through the model; the
-    softmax probabilities are averaged over the scales. `flips=True` also averages each
-    scale's horizontal mirror (the paper does not say; off by default). Images differ in size,
-    so one image goes through at a time (`batch_size` is ignored)."""
+    shorter side s in {224, 256, 384, 480, 640} (aspect kept) and run through the model, with
+    its horizontal mirror; the softmax probabilities are averaged over the 10 views. The paper
+    follows [41, 13], which average an image's and its flip's scores; `flips=False` leaves the
+    mirrors out. Images differ in size, so one image goes through at a time (`batch_size` is
+    ignored)."""
     nz = normalization(norm)
     return _count(
         model, files, labels, MultiScale(scales),

@@ -176,6 +176,12 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
         check_every=check_every,
     )
     schedule = ScheduleSettings(**{**schedule.__dict__, "milestones": tuple(schedule.milestones)})
+    if schedule.kind == "plateau" and data.val_size == 0:
+        # Nothing to watch: the LR would silently stay at base_lr for the whole run.
+        raise ConfigError(
+            "schedule kind 'plateau' watches the held-out error, but data.val_size=0 holds out nothing: "
+            "set data.val_size=N (e.g. 10000) or use a fixed schedule (schedule=imagenet_step)"
+        )
 
     t = _known(dict(c["trainer"]), set(TrainerSettings.__dataclass_fields__), "trainer")
     for key in ("batch_size", "max_iters", "eval_every", "log_every", "ckpt_every", "eval_batch_size"):

@@ -4,10 +4,12 @@ on tiny generated JPEG folders (CPU, a few seconds)."""
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from resnet_repro.data.imagenet import (
@@ -26,7 +28,6 @@ from resnet_repro.data.imagenet import (
     write_fake_image_folder,
 )
 from resnet_repro.errors import ConfigError, DataError
-from resnet_repro.models import build_model
 from resnet_repro.protocols import (
     MULTI_SCALES,
     PROTOCOLS,
@@ -200,16 +201,56 @@ def test_train_augmentation_is_a_pure_function_of_the_sample_seed(folder: Path) 
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+# AlexNet's ImageNet RGB eigen-decomposition as published in fb.resnet.torch
+# (datasets/imagenet.lua, "pca"), on the [0, 1] pixel scale; eigenvectors are the columns.
+PUBLISHED_EIGVAL = (0.2175, 0.0188, 0.0045)
+PUBLISHED_EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
+
+
+def test_lighting_uses_the_published_eigen_decomposition() -> None:
+    assert PCA_EIGVAL == PUBLISHED_EIGVAL and PCA_EIGVEC == PUBLISHED_EIGVEC
+    light = Lighting(0.1)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        alpha = torch.randn(3).double() * 0.1  # the draw Lighting makes next
+        torch.manual_seed(seed)
+        got = light.offset().double()
+        expected = torch.tensor(PUBLISHED_EIGVEC).double() @ (alpha * torch.tensor(PUBLISHED_EIGVAL).double())
+        # float32 arithmetic on offsets of at most ~0.1: rounding well under 1e-7.
+        assert torch.allclose(got, expected, rtol=0, atol=1e-7), seed
+
+
 def test_lighting_offsets_have_the_alexnet_pca_covariance() -> None:
     light = Lighting(0.1)
     torch.manual_seed(0)
     n = 40000
     offsets = torch.stack([light.offset() for _ in range(n)]).double()
-    vec, val = torch.tensor(PCA_EIGVEC).double(), torch.tensor(PCA_EIGVAL).double()
+    vec, val = torch.tensor(PUBLISHED_EIGVEC).double(), torch.tensor(PUBLISHED_EIGVAL).double()
     expected = vec @ torch.diag((0.1 * val) ** 2) @ vec.T
-    assert offsets.mean(0).abs().max() < 4 * 0.1 * PCA_EIGVAL[0] / n**0.5
+    assert offsets.mean(0).abs().max() < 4 * 0.1 * PUBLISHED_EIGVAL[0] / n**0.5
     cov = torch.cov(offsets.T)
     assert torch.allclose(cov, expected, atol=0.03 * float(expected.abs().max()))
+
+
+def test_training_lighting_acts_on_the_0_1_pixel_scale() -> None:
+    # A uniform grey image: every geometric step leaves it as it is, so each output pixel is
+    # v/255 + offset - mean (norm "mean" divides by nothing). Mapping the offset back through
+    # the published eigenvectors gives the draws alpha, which must have std 0.1; an offset
+    # applied on the 0-255 scale would give alphas 255 times larger.
+    v = 128
+    img = torch.full((3, 8, 8), v, dtype=torch.uint8)
+    t = train_transform(crop=8, scale=(8, 8), lighting_std=0.1, norm="mean")
+    vec, val = torch.tensor(PUBLISHED_EIGVEC).double(), torch.tensor(PUBLISHED_EIGVAL).double()
+    alphas = []
+    for seed in range(300):
+        torch.manual_seed(seed)
+        out = t(img).double()
+        assert torch.equal(out, out[:, :1, :1].expand_as(out))  # one offset for every pixel
+        offset = out[:, 0, 0] - v / 255 + torch.tensor(IMAGENET_MEAN).double()
+        alphas.append(torch.linalg.solve(vec, offset) / val)
+    std = torch.stack(alphas).std().item()
+    # 900 draws: the sample std's standard error is 0.1/sqrt(2*900) = 0.0024; +-0.02 is 8 of them.
+    assert abs(std - 0.1) < 0.02
 
 
 def test_lighting_adds_one_rgb_offset_to_every_pixel() -> None:
@@ -341,7 +382,7 @@ def test_topk_wrong_counts_labels_outside_the_top_k() -> None:
     assert finalize({"top1_wrong": 1, "top5_wrong": 0, "n": 4}) == {"top1_err": 25.0, "top5_err": 0.0, "n": 4}
 
 
-def test_multi_scale_runs_the_whole_image_at_the_five_scales_and_averages(tmp_path: Path) -> None:
+def test_multi_scale_runs_the_whole_image_and_its_flip_at_the_five_scales(tmp_path: Path) -> None:
     write_fake_image_folder(tmp_path, 3, 1, size=(40, 56), splits=("val",))
     files, labels, _ = scan_image_folder(tmp_path / "val")
     model = SizeNet()
@@ -350,14 +391,56 @@ def test_multi_scale_runs_the_whole_image_at_the_five_scales_and_averages(tmp_pa
     counts = multi_scale(model, files[:1], labels[:1], device="cpu", workers=0)
     assert counts["n"] == 1
     assert [min(s[-2:]) for s in shapes] == list(MULTI_SCALES)
-    assert all(s[0] == 1 and s[-2] < s[-1] and abs(s[-1] / s[-2] - 1.4) < 0.01 for s in shapes)
+    # One forward pass per scale, of the image and its mirror (a batch of 2).
+    assert all(s[0] == 2 and s[-2] < s[-1] and abs(s[-1] / s[-2] - 1.4) < 0.01 for s in shapes)
 
     images = [torch.rand(3, s, int(s * 1.4)) for s in MULTI_SCALES]
     manual = torch.stack([model(x[None])[0].softmax(-1) for x in images]).mean(0)
-    assert torch.allclose(multi_scale_probs(model, images)[0], manual, atol=1e-6)
-    shapes.clear()
-    flipped = multi_scale_probs(model, images, flips=True)
-    assert [s[0] for s in shapes] == [2] * 5 and flipped.shape == (1, 3)
+    assert torch.allclose(multi_scale_probs(model, images, flips=False)[0], manual, atol=1e-6)
+
+
+class MirrorNet(nn.Module):
+    """Logits [3a, 0, 2] with a = tanh(10 (mean of the left half - mean of the right half)):
+    an image bright on the left scores [3, 0, 2] (class 0), its mirror [-3, 0, 2] (class 2)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = x.shape[-1]
+        a = torch.tanh(10 * (x[..., : w // 2].mean(dim=(1, 2, 3)) - x[..., w - w // 2 :].mean(dim=(1, 2, 3))))
+        return torch.stack([3 * a, torch.zeros_like(a), torch.full_like(a, 2.0)], dim=1)
+
+
+def _softmax(z: list[float]) -> list[float]:
+    e = [math.exp(v) for v in z]
+    return [v / sum(e) for v in e]
+
+
+def test_multi_scale_averages_each_scale_with_its_flip() -> None:
+    images = [torch.cat([torch.ones(3, s, s), -torch.ones(3, s, s)], dim=-1) for s in (4, 6)]  # bright left
+    plain, mirror = _softmax([3, 0, 2]), _softmax([-3, 0, 2])
+    both = [(p + q) / 2 for p, q in zip(plain, mirror)]  # [0.356, 0.077, 0.568]
+    assert both.index(max(both)) == 2 and plain.index(max(plain)) == 0
+    got = multi_scale_probs(MirrorNet(), images)  # flips on by default
+    assert torch.allclose(got[0].double(), torch.tensor(both).double(), atol=1e-6)
+    unflipped = multi_scale_probs(MirrorNet(), images, flips=False)
+    assert torch.allclose(unflipped[0].double(), torch.tensor(plain).double(), atol=1e-6)
+
+
+def test_multi_scale_protocol_counts_with_the_flips(tmp_path: Path) -> None:
+    # Four images of class 2, two bright on the left, two on the right. With the flips every
+    # image scores [0.356, 0.077, 0.568]: none wrong. Without, the left-bright two are class 0.
+    d = tmp_path / "val" / "n00000002"
+    d.mkdir(parents=True)
+    for k, bright_left in enumerate([True, False, True, False]):
+        px = torch.zeros(30, 40, 3, dtype=torch.uint8)
+        px[:, :20] = 230 if bright_left else 20
+        px[:, 20:] = 20 if bright_left else 230
+        Image.fromarray(px.numpy()).save(d / f"val_{k}.png")  # lossless: the halves stay exact
+    files, labels, _ = scan_image_folder(tmp_path / "val", ["n00000000", "n00000001", "n00000002"])
+    assert labels == [2, 2, 2, 2]
+    run = lambda **kw: multi_scale(MirrorNet(), files, labels, device="cpu", workers=0, **kw)  # noqa: E731
+    assert run() == {"top1_wrong": 0, "top5_wrong": 0, "n": 4}
+    assert run(flips=False) == {"top1_wrong": 2, "top5_wrong": 0, "n": 4}
+    assert evaluate_protocol(MirrorNet(), files, labels, "multi_scale", device="cpu", workers=0)["top1_wrong"] == 0
 
 
 def test_unknown_protocol_lists_the_known_ones() -> None:
@@ -368,17 +451,40 @@ def test_unknown_protocol_lists_the_known_ones() -> None:
 # -- protocols end to end -------------------------------------------------------------------
 
 
-def test_every_protocol_runs_a_resnet18_end_to_end(folder: Path) -> None:
+class TintNet(nn.Module):
+    """Knows the class tints of `write_fake_image_folder`: each image goes to the class whose
+    expected mean colour (0.6 * tint + 47.5, the mean of the uniform 0..95 noise) is nearest,
+    then to `predict[that class]`. Crops, flips and scales keep a uniform-noise image's mean
+    colour (its standard error over >1000 pixels is ~1 level, the tints are >35 levels apart),
+    so the predictions are known exactly."""
+
+    def __init__(self, classes: int, predict: list[int], norm: str = "mean_std") -> None:
+        super().__init__()
+        self.predict, self.norm = predict, normalization(norm)
+        tints = [[(60 * c) % 256, (110 * c + 40) % 256, (170 * c + 80) % 256] for c in range(classes)]
+        self.register_buffer("centres", torch.tensor(tints, dtype=torch.float32) * 0.6 + 47.5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        std, mean = torch.tensor(self.norm.std).view(1, 3, 1, 1), torch.tensor(self.norm.mean).view(1, 3, 1, 1)
+        rgb = ((x * std + mean) * 255).mean(dim=(2, 3))  # undo the normalisation: 0..255 levels
+        nearest = torch.cdist(rgb, self.centres).argmin(dim=1)
+        out = torch.full((x.shape[0], len(self.predict)), -1.0)
+        out[torch.arange(x.shape[0]), torch.tensor(self.predict)[nearest]] = 1.0
+        return out
+
+
+def test_every_protocol_gives_the_exact_error_of_a_known_model(folder: Path) -> None:
     files, labels, classes = scan_image_folder(folder / "val", scan_image_folder(folder / "train")[2])
-    model = build_model("imagenet_resnet18", num_classes=len(classes)).train()
+    assert labels == [0, 0, 1, 1, 2, 2]
+    right = TintNet(3, predict=[0, 1, 2]).train()
+    confused = TintNet(3, predict=[0, 1, 0])  # mistakes class 2 for class 0: 2 of 6 wrong
     for protocol in PROTOCOLS:
-        k = 2 if protocol == "multi_scale" else len(files)  # multi-scale: ~2 s an image on a CPU
         workers = 2 if protocol == "ten_crop" else 0
-        counts = evaluate_protocol(model, files[:k], labels[:k], protocol, device="cpu", workers=workers,
-                                   batch_size=40)
-        r = finalize(counts)
-        assert r["n"] == k and 0 <= r["top5_err"] <= r["top1_err"] <= 100
-    assert model.training  # restored after evaluation
+        run = lambda m: finalize(evaluate_protocol(m, files, labels, protocol, device="cpu",  # noqa: E731
+                                                   workers=workers, batch_size=40))
+        assert run(right) == {"top1_err": 0.0, "top5_err": 0.0, "n": 6}, protocol
+        assert run(confused) == {"top1_err": 100.0 * 2 / 6, "top5_err": 0.0, "n": 6}, protocol
+    assert right.training  # restored after evaluation
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

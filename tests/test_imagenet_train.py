@@ -3,6 +3,7 @@ protocol, from our checkpoint and from a torchvision weights file."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 import torchvision
 
 from conftest import REPO, compose_config
+from resnet_repro.checkpoint import LAST, load_checkpoint, save_checkpoint
 from resnet_repro.data.imagenet import write_fake_image_folder
 from resnet_repro.evaluate import evaluate_checkpoint
 from resnet_repro.loggers import read_jsonl
@@ -55,27 +57,41 @@ def test_train_on_an_image_folder_then_evaluate_every_protocol(tmp_path: Path, f
     rows = read_jsonl(tmp_path / "metrics.jsonl")
     assert {"test/err", "test/top5_err", "val/err"} <= rows[-1].keys()
     assert summary["test_err"] == rows[-1]["test/err"]
+    center = evaluate_checkpoint(str(tmp_path), protocol="center", device="cpu", workers=0, batch_size=20)
+    assert center["err"] == pytest.approx(summary["test_err"])  # the same centre-crop numbers as training
+
+    # Known outputs: zero the classifier's weights and give class 2 the largest bias, so the
+    # checkpoint predicts class 2 for every image: exactly the 4 of 6 val images of classes 0
+    # and 1 are wrong under every protocol (top-5 of 3 classes: never wrong).
+    ckpt = load_checkpoint(tmp_path / LAST)
+    ckpt["model"]["fc.weight"].zero_()
+    ckpt["model"]["fc.bias"].copy_(torch.tensor([0.0, 0.5, 1.0]))
+    save_checkpoint(tmp_path / LAST, ckpt)
     r = evaluate_checkpoint(str(tmp_path), protocol="all", device="cpu", workers=0, batch_size=20)
     assert [x["protocol"] for x in r["all"]] == ["center", "ten_crop", "multi_scale"]
-    assert all(x["n"] == 6 and 0 <= x["err"] <= 100 and x["top5_err"] == 0.0 for x in r["all"])  # 3 classes
-    assert r["all"][0]["err"] == pytest.approx(summary["test_err"])  # the same centre-crop numbers
-    import json
-
+    assert all((x["n"], x["err"], x["top5_err"]) == (6, 100.0 * 4 / 6, 0.0) for x in r["all"])
     saved = json.loads((tmp_path / "eval_ten_crop.json").read_text())  # for `report` (Tables 2-3)
     assert saved["protocol"] == "ten_crop" and saved["err"] == r["all"][1]["err"] and saved["split"] == "test"
 
 
 def test_eval_of_a_torchvision_weights_file(tmp_path: Path, folder: Path) -> None:
+    # Random features, but a classifier with known outputs: zero weights and a bias whose top-1
+    # is class 0 and whose top-5 ({0, 1, 3, 4, 5}) leaves out class 2 (of the folder's 0, 1, 2).
     torch.manual_seed(0)
     weights = tmp_path / "resnet18-random.pth"
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    state["fc.weight"].zero_()
+    state["fc.bias"].copy_(-torch.arange(1000.0) / 1000)
+    state["fc.bias"][2] = -10.0
+    torch.save(state, weights)
     r = subprocess.run(
         [sys.executable, "-m", "resnet_repro", "eval", f"ckpt={weights}", f"data_root={folder}",
          "protocol=ten_crop", "workers=0", "device=cpu", "batch_size=20"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("ten_crop: top-1 error") and "torchvision_resnet18" in r.stdout and "(6 images)" in r.stdout
+    assert r.stdout.startswith("ten_crop: top-1 error 66.67%, top-5 error 33.33% (6 images)")  # 4/6, 2/6
+    assert "torchvision_resnet18" in r.stdout
 
 
 def test_imagenet_without_a_root_is_one_line(tmp_path: Path) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import math
+import random
 
 import pytest
 import torch
 
+from conftest import compose_config
 from resnet_repro.errors import CheckpointError, ConfigError
 from resnet_repro.schedule import (
     PlateauSchedule,
@@ -15,6 +18,7 @@ from resnet_repro.schedule import (
     WarmupUntilError,
     build_schedule,
 )
+from resnet_repro.settings import run_settings
 
 CIFAR_ITERS = [0, 1, 399, 400, 31999, 32000, 47999, 48000, 63999, 64000]
 
@@ -162,17 +166,133 @@ def test_plateau_never_goes_below_min_lr() -> None:
     assert s.lr(10) == pytest.approx(0.005)
 
 
-def test_plateau_state_roundtrip_resumes_identically() -> None:
-    s = plateau()
-    for it, err in [(1000, 0.5), (2000, 0.5), (3000, 0.5), (4000, 0.5), (5000, 0.5)]:
-        s.observe_val_error(it, err)
-    fresh = plateau()
+@pytest.mark.parametrize("window", [1, 3])
+def test_plateau_state_roundtrip_resumes_identically(window: int) -> None:
+    s = plateau(window=window)
+    errs = [0.5, 0.52, 0.49, 0.51, 0.5, 0.5, 0.49, 0.5]
+    for k, err in enumerate(errs):
+        s.observe_val_error(1000 * (k + 1), err)
+    assert s.drops  # the state holds a drop and a part-filled count
+    fresh = plateau(window=window)
     fresh.load_state_dict(roundtrip(s.state_dict()))
-    for it in (0, 4000, 4001, 5000, 99999):
+    for it in (0, *s.drops, *(d + 1 for d in s.drops), 99999):
         assert fresh.lr(it) == s.lr(it)
-    for it, err in [(6000, 0.5), (7000, 0.5), (8000, 0.3)]:
+    for it, err in [(9000, 0.5), (10000, 0.5), (11000, 0.3), (12000, 0.5), (13000, 0.5)]:
         assert fresh.observe_val_error(it, err) == s.observe_val_error(it, err)
     assert fresh.state_dict() == s.state_dict()
+
+
+def test_plateau_smooths_over_the_window_before_judging() -> None:
+    s = plateau(window=3, patience=0)
+    # Nothing is judged until 3 errors are in; then the mean of the last 3 is compared.
+    assert [s.observe_val_error(it, e) for it, e in [(1, 0.50), (2, 0.40)]] == [False, False]
+    assert s.best is None
+    s.observe_val_error(3, 0.60)
+    assert s.best == pytest.approx(0.50)  # mean(0.50, 0.40, 0.60)
+    # mean(0.40, 0.60, 0.30) = 0.4333 < 0.50 - 0.01: an improvement.
+    assert s.observe_val_error(4, 0.30) is False and s.best == pytest.approx(1.3 / 3)
+    # mean(0.60, 0.30, 0.44) = 0.4467 > best - 0.01: no improvement, patience 0: drop.
+    assert s.observe_val_error(5, 0.44) is True and s.drops == [5]
+
+
+def test_plateau_loads_a_checkpoint_from_before_smoothing() -> None:
+    old_state = {"kind": "plateau", "best": 0.31, "bad": 2, "drops": [150000]}  # no "recent"
+    raw = plateau(window=1)
+    raw.load_state_dict(old_state)  # the same rule as before: everything carries over
+    assert (raw.best, raw.bad, raw.drops) == (0.31, 2, [150000])
+    smooth = plateau(window=5)
+    smooth.load_state_dict(old_state)
+    # The LR so far is exact; the raw best is not comparable with a mean, so the watch restarts.
+    assert smooth.drops == [150000] and smooth.lr(150001) == pytest.approx(0.01)
+    assert (smooth.best, smooth.bad, smooth.recent) == (None, 0, [])
+
+
+# -- the plateau rule against evaluation noise -----------------------------------------------
+#
+# One evaluation on the 10k holdout has standard error sqrt(p(1-p)/n) = sqrt(0.3*0.7/1e4).
+# A synthetic holdout-error curve with two real plateaus: within each LR phase the true error
+# is level + (start - level) * exp(-t/tau), t = epochs since the phase began, and a drop starts
+# the next phase from where the error was. Each evaluation (one per epoch, as with
+# eval_every=5000) adds seeded Gaussian noise of that standard error.
+SIGMA = math.sqrt(0.3 * 0.7 / 10_000)  # 0.46 pt
+PHASES = [(0.40, 8.0), (0.30, 2.0), (0.28, 2.0)]  # (plateau level, time constant in epochs)
+EVAL_EVERY = 5000
+SEEDS = range(200)
+
+
+def noisy_drops(schedule: PlateauSchedule, seed: int, epochs: int = 150) -> list[tuple[int, float]]:
+    """(epoch, true improvement rate in points per epoch) at each of the first two drops."""
+    rng = random.Random(seed)  # Mersenne Twister + gauss: the same draws on every platform
+    phase, t0, start, drops = 0, 0, 0.80, []
+    for epoch in range(1, epochs):
+        level, tau = PHASES[phase]
+        true = level + (start - level) * math.exp(-(epoch - t0) / tau)
+        if schedule.observe_val_error(epoch * EVAL_EVERY, true + rng.gauss(0.0, SIGMA)):
+            drops.append((epoch, 100 * (true - level) / tau))  # -d(error)/dt, in points
+            phase, t0, start = phase + 1, epoch, true
+            if len(drops) == 2:
+                break
+    return drops
+
+
+def imagenet_plateau() -> PlateauSchedule:
+    s = run_settings(compose_config(["+exp=imagenet_resnet50", "data.root=/x"])).schedule
+    p = build_schedule(s.kind, base_lr=s.base_lr, plateau=s.plateau)
+    assert isinstance(p, PlateauSchedule)
+    return p
+
+
+def test_imagenet_plateau_drops_at_the_plateaus_not_on_noise() -> None:
+    runs = [noisy_drops(imagenet_plateau(), seed) for seed in SEEDS]
+    assert all(len(r) == 2 for r in runs)  # both plateaus are found in every run
+    rates = [rate for r in runs for _, rate in r]
+    # The rule is built to drop once the error gains < 0.1 pt per epoch (conf/schedule/imagenet.yaml);
+    # noise may make it earlier by a fraction of that, never while the error still gains 0.15.
+    assert max(rates) < 0.15
+    # ... and not much later: phase 0 reaches 0.1 pt/epoch at t = 8 ln(40/8/0.1) = 31.3 epochs;
+    # phase 1 (from ~0.40 to 0.30) at t = 2 ln(10/2/0.1) = 7.8 epochs after the first drop.
+    knee0 = 8 * math.log(40 / 8 / 0.1)
+    assert all(r[0][0] < knee0 + 25 for r in runs)
+    assert all(r[1][0] - r[0][0] < 7.8 + 25 for r in runs)
+
+
+def test_the_raw_error_rule_drops_on_noise() -> None:
+    # What the smoothing changed: the previous config (raw error, 0.1-pt threshold = 0.22 SIGMA,
+    # patience 3) drops while the true error still improves by well over 0.15 pt per epoch.
+    old = lambda: PlateauSchedule(0.1, patience=3, threshold=0.001, min_lr=1e-5)  # noqa: E731
+    early = [r[0] for seed in SEEDS if (r := noisy_drops(old(), seed)) and r[0][1] >= 0.15]
+    assert len(early) >= 10  # of 200 runs (21 with these seeds; the smoothed rule: 0)
+    assert max(rate for _, rate in early) > 0.25  # 2.5x the designed trigger (0.28 with these seeds)
+
+
+def test_plateau_without_a_holdout_is_refused_at_settings_time() -> None:
+    cfg = compose_config(["+exp=imagenet_resnet50", "data.root=/x", "data.val_size=0"])
+    with pytest.raises(ConfigError, match=r"data.val_size=0 .*schedule=imagenet_step") as err:
+        run_settings(cfg)
+    assert "\n" not in str(err.value)
+    fixed = compose_config(["+exp=imagenet_resnet50", "data.root=/x", "data.val_size=0", "schedule=imagenet_step"])
+    assert run_settings(fixed).schedule.kind == "step"  # a fixed schedule needs no holdout
+
+
+IMAGENET_EXPS = ["imagenet_plain18", "imagenet_plain34", "imagenet_resnet18", "imagenet_resnet34",
+                 "imagenet_resnet34_b", "imagenet_resnet34_c", "imagenet_resnet50", "imagenet_resnet101",
+                 "imagenet_resnet152"]
+
+
+@pytest.mark.parametrize("exp", IMAGENET_EXPS)
+def test_imagenet_step_schedule_divides_by_10_every_30_epochs(exp: str) -> None:
+    st = run_settings(compose_config([f"+exp={exp}", "data.root=/x", "schedule=imagenet_step"]))
+    s = build_schedule(st.schedule.kind, base_lr=st.schedule.base_lr, milestones=st.schedule.milestones,
+                       gamma=st.schedule.gamma, warmup=st.schedule.warmup)
+    assert isinstance(s, StepSchedule)
+    assert st.trainer.max_iters == 600_000  # §3.4 "up to 60 x 10^4 iterations"
+    # Iteration `it` runs after it * 256 images; after each full 30 epochs of the 1,281,167
+    # ImageNet training images the LR is divided by 10 (fb.resnet.torch's reading of §3.4).
+    images_per_30_epochs = 30 * 1_281_167
+    for it in (0, 150_136, 150_137, 300_273, 300_274, 450_410, 450_411, 599_999):
+        divisions = it * 256 // images_per_30_epochs
+        assert s.lr(it) == pytest.approx(0.1 * 0.1**divisions, rel=1e-12), it
+    assert s.lr(599_999) == pytest.approx(1e-4, rel=1e-12)  # 3 divisions within the 600k iterations
 
 
 def test_state_of_a_different_schedule_kind_is_refused() -> None:
@@ -206,6 +326,7 @@ def test_build_schedule_makes_the_paper_recipes() -> None:
         lambda: WarmupUntilError(cifar(), max_iters=0),
         lambda: PlateauSchedule(factor=1.0),
         lambda: PlateauSchedule(patience=-1),
+        lambda: PlateauSchedule(window=0),
         lambda: build_schedule("cosine", base_lr=0.1),
         lambda: build_schedule("step", base_lr=0.1, warmup={"lr": 0.01, "iters": 400}),
         lambda: build_schedule("plateau", base_lr=0.1, plateau={"patients": 3}),
