@@ -3,7 +3,8 @@
 `torchrun --nproc_per_node=8 -m resnet_repro train ...` starts one process per GPU with RANK,
 LOCAL_RANK and WORLD_SIZE set; a plain `python -m resnet_repro train` is a world of one and
 every function here is then a no-op. The paper trained with BN statistics per device and no
-synchronisation (§3.4: 8 GPUs, §4.2: 2 GPUs), which is what plain DDP does.
+synchronisation (§4.2: 2 GPUs; ImageNet: 8 GPUs per the authors' released-model notes,
+github.com/KaimingHe/deep-residual-networks, not §3.4), which is what plain DDP does.
 """
 
 from __future__ import annotations

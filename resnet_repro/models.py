@@ -61,7 +61,9 @@ class GroupedBatchNorm2d(nn.BatchNorm2d):
     images. With `group_size=64` and a batch of 128, this layer normalises each half of the
     batch with its own mean and variance, as two GPUs did. The running statistics are updated
     with the average of the groups' statistics. With `group_size=None` or a group equal to the
-    batch it is ordinary BN. Same parameters and buffers as `nn.BatchNorm2d`, so state dicts
+    batch it is ordinary BN; a training batch that is not a multiple of the group is refused
+    (the config is checked first, so this is a bug guard). Eval mode uses the running
+    statistics at any batch size. Same parameters and buffers as `nn.BatchNorm2d`, so state dicts
     are interchangeable.
     """
 
@@ -73,10 +75,12 @@ class GroupedBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: Tensor) -> Tensor:
         n = x.shape[0]
         g = self.group_size
-        if not self.training or g is None or n <= g:
+        if not self.training or g is None:
+            return super().forward(x)  # eval: running statistics, any batch size
+        if n % g:  # includes n < g: a group of fewer images would be other statistics
+            raise ValueError(f"training batch of {n} is not a multiple of bn_group_size={g}")
+        if n == g:
             return super().forward(x)
-        if n % g:
-            raise ValueError(f"batch of {n} is not a multiple of bn_group_size={g}")
         # Each group is a contiguous chunk of the batch (a view in any memory format), normalised
         # by the native batch-norm kernel; each updates a copy of the running statistics, and
         # the copies are averaged.

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from resnet_repro.checkpoint import FORMAT, load_checkpoint
-from resnet_repro.errors import CheckpointError
+from resnet_repro.errors import CheckpointError, ConfigError
 from resnet_repro.models import IMAGENET_LAYERS
 
 StateDict = dict[str, torch.Tensor]
@@ -28,6 +28,19 @@ def load_weights(path: str | Path) -> StateDict:
     if not obj or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         raise CheckpointError(f"{path} is neither a resnet_repro checkpoint nor a model state dict")
     return obj
+
+
+def check_weights_norm(path: str | Path, data_norm: str) -> None:
+    """Refuse to start from torchvision's weights unless the data are normalised as they were
+    trained: per-channel mean AND std (`data.norm=imagenet`). Our from-scratch default subtracts
+    the mean only (§3.4), which would feed those weights inputs about 4.4x larger than they
+    expect (1 / 0.226). Our own checkpoints are not checked: they carry their own config."""
+    obj = load_checkpoint(path, any_state_dict=True)
+    if obj.get("format") != FORMAT and data_norm != "imagenet":
+        raise ConfigError(
+            f"model.weights={path} is a torchvision weights file, which expects inputs divided by the "
+            f"per-channel std: set data.norm=imagenet (got data.norm={data_norm})"
+        )
 
 
 def infer_torchvision_model(state: StateDict, path: str | Path = "weights") -> str:

@@ -133,6 +133,25 @@ def compile_mode(setting: str, device: torch.device) -> str | None:
     return None if setting in ("off", "false") else setting
 
 
+def per_process_batch_checked(model: ModelSettings, trainer: TrainerSettings, world_size: int) -> int:
+    """Each process's share of the global batch, refusing BN groups that do not tile it.
+
+    A BN group larger than the per-process batch cannot be formed: the layer would silently
+    normalise over the smaller batch (other statistics than the recipe states), so it is an
+    error. Called by `train` as soon as the world size is known, before any data or file."""
+    from resnet_repro.distributed import World, per_process_batch
+
+    n = per_process_batch(trainer.batch_size, World(size=world_size))
+    g = model.bn_group_size
+    if g is not None and n % g:
+        raise ConfigError(
+            f"model.bn_group_size={g} does not divide the per-process batch of {n} images "
+            f"(trainer.batch_size={trainer.batch_size} over {world_size} process(es)); "
+            f"use a batch that is a multiple of {g * world_size} or a smaller group"
+        )
+    return n
+
+
 def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
     """Validate a composed config and turn it into typed settings (one clear error each)."""
     c: dict[str, Any] = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
@@ -204,7 +223,7 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
     if trainer.sync_bn and model.bn_group_size is not None:
         raise ConfigError("trainer.sync_bn=true and model.bn_group_size are exclusive (SyncBN pools every process)")
     g = model.bn_group_size
-    if g is not None and trainer.batch_size > g and trainer.batch_size % g:
+    if g is not None and trainer.batch_size % g:  # also refuses a group larger than the batch
         raise ConfigError(
             f"trainer.batch_size={trainer.batch_size} is not a multiple of model.bn_group_size={g}"
         )

@@ -48,12 +48,13 @@ from resnet_repro.models import build_from_arch, count_macs, count_params, input
 from resnet_repro.schedule import WarmupUntilError, build_schedule
 from resnet_repro.rundir import RunLock, remove_stale_temp_files, resume_checkpoint, write_text_atomic
 from resnet_repro.provenance import device_name, git_commit, peak_memory
-from resnet_repro.pretrained import apply_weights, freeze_backbone, load_weights, set_train_mode
+from resnet_repro.pretrained import apply_weights, check_weights_norm, freeze_backbone, load_weights, set_train_mode
 from resnet_repro.paths import CONF_DIR
 from resnet_repro.settings import (
     RunSettings,
     compile_mode,
     resolve_device,
+    per_process_batch_checked,
     run_settings,
     use_amp,
     use_channels_last,
@@ -189,6 +190,9 @@ def train_from_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> d
         config = composed
     settings = run_settings(config)  # validate before writing anything
     world = world_from_env()
+    per_process_batch_checked(settings.model, settings.trainer, world.size)  # BN groups fit each process's batch
+    if settings.model.weights:
+        check_weights_norm(settings.model.weights, settings.data.norm)  # torchvision weights need their mean/std
     if not world.is_main:
         return fit(settings, run_dir)
     try:

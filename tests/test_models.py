@@ -124,12 +124,38 @@ def test_plain_nets_have_no_shortcut_modules() -> None:
     assert all(blk.downsample is None and not blk.residual for blk in model.blocks())
 
 
-def test_he_initialisation_std() -> None:
+# The sample std of n Gaussian draws has a relative standard deviation of about 1/sqrt(2n),
+# the sample mean a standard deviation of std/sqrt(n); 5 of them bound a seeded draw with a
+# false-failure chance below 1e-6 per check.
+SIGMAS = 5
+
+
+@pytest.mark.parametrize("where, c_in, c_out", [("conv1", 3, 16), ("layer2.0.conv1", 16, 32), ("layer3.1.conv1", 64, 64)])
+def test_he_initialisation_uses_fan_out(where: str, c_in: int, c_out: int) -> None:
+    # [13] std sqrt(2/n); models.py takes n = k*k*out_channels (fan_out). The stem (3 -> 16,
+    # fan_in 27 vs fan_out 144: a 2.3x different std) and a 16 -> 32 conv (1.41x) catch a
+    # fan_in/fan_out swap far outside the statistical tolerance.
     torch.manual_seed(0)
-    model = M.build_model("cifar_resnet56")
-    conv = model.layer3[3].conv1  # 64 -> 64, 3x3: std sqrt(2 / (3*3*64))
-    expected = (2 / (3 * 3 * 64)) ** 0.5
-    assert abs(conv.weight.std().item() / expected - 1) < 0.05
+    w = M.build_model("cifar_resnet56").get_submodule(where).weight.detach().double()
+    assert w.shape == (c_out, c_in, 3, 3)
+    n, expected = w.numel(), (2 / (3 * 3 * c_out)) ** 0.5
+    assert abs(w.std().item() / expected - 1) < SIGMAS / (2 * n) ** 0.5
+    assert abs(w.mean().item()) < SIGMAS * expected / n ** 0.5
+
+
+def test_fc_keeps_torchs_default_linear_init() -> None:
+    # models.py leaves the FC at nn.Linear's default: weight and bias uniform in +-1/sqrt(fan_in)
+    # (the paper says only "initialize the weights as in [13]"; torchvision does the same).
+    torch.manual_seed(0)
+    fc = M.build_model("cifar_resnet20").fc  # 64 -> 10
+    w, b = fc.weight.detach().double(), fc.bias.detach().double()
+    bound = 1 / 64 ** 0.5
+    assert w.abs().max() <= bound and b.abs().max() <= bound
+    assert w.abs().max() > 0.95 * bound  # 640 uniform draws: none above 0.95b has chance 0.95^640
+    # Uniform: std b/sqrt(3); its sample std has relative sd sqrt((1/5 - 1/9) / (4/9)) / sqrt(n).
+    n = w.numel()
+    assert abs(w.std().item() / (bound / 3 ** 0.5) - 1) < SIGMAS * (0.2 ** 0.5) / n ** 0.5
+    assert b.abs().min() > 0  # not zeroed (fb.resnet.torch zeroes it; we do not)
 
 
 @pytest.mark.parametrize(
@@ -217,9 +243,28 @@ def test_grouped_bn_normalises_each_group_like_a_separate_device() -> None:
 
 
 def test_grouped_bn_in_eval_mode_uses_running_statistics() -> None:
-    grp = M.GroupedBatchNorm2d(4, group_size=2).eval()
-    x = torch.randn(6, 4, 3, 3)
-    torch.testing.assert_close(grp(x), nn.BatchNorm2d(4).eval()(x))
+    torch.manual_seed(0)
+    grp = M.GroupedBatchNorm2d(4, group_size=2)
+    with torch.no_grad():  # statistics and affine far from the defaults (0, 1, 1, 0)
+        grp.running_mean.copy_(torch.tensor([3.0, -2.0, 0.5, 10.0]))
+        grp.running_var.copy_(torch.tensor([4.0, 0.25, 9.0, 100.0]))
+        grp.weight.copy_(torch.tensor([2.0, -1.0, 0.5, 3.0]))
+        grp.bias.copy_(torch.tensor([1.0, 0.0, -4.0, 2.0]))
+    grp.eval()
+    x = torch.randn(5, 4, 3, 3) * 3 + 1  # 5 images: not a multiple of the group, fine in eval
+    c = lambda t: t.view(1, 4, 1, 1)  # noqa: E731
+    expected = (x - c(grp.running_mean)) / torch.sqrt(c(grp.running_var) + grp.eps) * c(grp.weight) + c(grp.bias)
+    # a handful of fp32 operations per element: a few ulps of values of size ~10
+    torch.testing.assert_close(grp(x), expected, rtol=1e-5, atol=1e-5)
+    before = grp.running_mean.clone()
+    grp(x)
+    assert torch.equal(grp.running_mean, before)  # eval does not update them
+
+
+def test_grouped_bn_refuses_a_training_batch_smaller_than_its_group() -> None:
+    grp = M.GroupedBatchNorm2d(4, group_size=32)
+    with pytest.raises(ValueError, match="training batch of 16 is not a multiple of bn_group_size=32"):
+        grp(torch.randn(16, 4, 2, 2))
 
 
 def test_grouped_bn_keeps_batchnorm_state_dict_keys() -> None:

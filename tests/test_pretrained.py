@@ -81,3 +81,44 @@ def test_finetune_without_weights_is_a_one_line_error(tmp_path: Path) -> None:
          f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, cwd=REPO, timeout=120,
     )
     assert r.returncode == 2 and "model.weights" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+# -- normalisation: the paper's mean subtraction from scratch, torchvision's mean/std for its weights
+
+
+def _normalised(exp_overrides: list[str]) -> torch.Tensor:
+    """What a config's ImageNet normalisation makes of a known uint8 image (pixels 0 and 255)."""
+    from resnet_repro.data.build import imagenet_norm
+    from resnet_repro.data.imagenet import normalization
+    from resnet_repro.settings import run_settings
+
+    s = run_settings(compose_config(exp_overrides))
+    x = torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 2).expand(3, 1, 2)  # [3,1,2]
+    return normalization(imagenet_norm(s.data.norm))(x)
+
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1)
+PIXELS = torch.tensor([[0.0, 1.0]])  # 0 and 255 on the [0, 1] scale
+
+
+def test_imagenet_from_scratch_only_subtracts_the_mean() -> None:
+    out = _normalised(["+exp=imagenet_resnet50", "data.root=/imagenet"])
+    # one fp32 subtraction of values <= 1: exact to half an ulp of 1
+    torch.testing.assert_close(out[:, 0], PIXELS - MEAN, rtol=0, atol=2 ** -24)
+
+
+def test_torchvision_weights_run_divides_by_the_std(tmp_path: Path, tv_resnet18: Path) -> None:
+    from resnet_repro.errors import ConfigError
+    from resnet_repro.pretrained import check_weights_norm
+
+    start = ["+exp=imagenet_resnet18", "model=torchvision_resnet18", f"model.weights={tv_resnet18}",
+             "data.root=/imagenet"]
+    # The ImageNet default (mean only) is refused for torchvision's weights, before any file is written.
+    with pytest.raises(ConfigError, match="set data.norm=imagenet"):
+        train_from_config(compose_config(start), tmp_path / "run", start)
+    assert not (tmp_path / "run").exists()
+    check_weights_norm(tv_resnet18, "imagenet")  # accepted
+    out = _normalised([*start, "data.norm=imagenet"])
+    # subtract then divide: two roundings, each half an ulp of a value below 2.7
+    torch.testing.assert_close(out[:, 0], (PIXELS - MEAN) / STD, rtol=2 * 2 ** -24, atol=0)

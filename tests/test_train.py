@@ -167,6 +167,28 @@ def test_warmup_cap_ends_warmup_when_error_never_drops(tmp_path: Path) -> None:
     assert lrs[6] == pytest.approx(0.01) and lrs[8] == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize("world, batch", [(1, 16), (2, 32)])
+def test_bn_group_larger_than_the_per_process_batch_is_refused_before_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, world: int, batch: int
+) -> None:
+    from resnet_repro.errors import ConfigError
+
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    monkeypatch.setenv("RANK", "0")
+    run_dir = tmp_path / "run"
+    with pytest.raises(ConfigError) as e:
+        train(run_dir, [f"trainer.batch_size={batch}", "model.bn_group_size=32"])
+    msg = str(e.value)
+    assert "\n" not in msg and "32" in msg and (str(batch // world) in msg), msg  # names both numbers
+    assert not run_dir.exists()  # refused before the run dir or any data
+
+
+def test_imagenet_exps_take_bn_statistics_over_32_images() -> None:
+    for exp in (e for e in EXPS if e.startswith("imagenet_")):
+        s = run_settings(compose_config([f"+exp={exp}"]))
+        assert s.model.bn_group_size == 32, exp  # released models: 256 over 8 GPUs
+
+
 def test_bn_group_size_must_divide_the_batch(tmp_path: Path) -> None:
     from resnet_repro.errors import ConfigError
 

@@ -185,8 +185,9 @@ def _names_fingerprint(root: Path, files: list[str]) -> str:
 
 
 def imagenet_norm(norm: str) -> str:
-    """data.norm for ImageNet: `imagenet` (per-channel mean and std, torchvision's convention,
-    the default) or `mean` (per-channel mean only, closest to the paper's mean subtraction)."""
+    """data.norm for ImageNet: `mean` (per-channel mean only: the paper's mean subtraction, the
+    default for training from scratch) or `imagenet` (per-channel mean and std: torchvision's
+    convention, for runs that start from torchvision's weights)."""
     modes = {"imagenet": "mean_std", "mean": "mean"}
     if norm not in modes:
         raise ConfigError(f"data.norm for ImageNet must be imagenet or mean, got {norm!r}")

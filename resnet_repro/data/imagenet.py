@@ -128,8 +128,9 @@ class Normalization:
     in [256, 480]) and 224 crops at random positions, the mean over crops at any one position
     is nearly the same colour everywhere, so the per-pixel mean image is practically constant
     and equal to the per-channel mean: we use the latter (it also needs no pass over the data).
-    Mode "mean" subtracts only the mean (the paper); "mean_std" also divides by the channel
-    std, the torchvision convention, so torchvision's weights evaluate correctly (the default).
+    Mode "mean" subtracts only the mean (the paper; our from-scratch default, data.norm=mean);
+    "mean_std" also divides by the channel std, the torchvision convention, which torchvision's
+    weights need (data.norm=imagenet, and `eval` of a torchvision file).
     """
 
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -371,7 +372,8 @@ def loader_generator(seed: int = 0) -> torch.Generator:
 class ImageNetStream:
     """Augmented ImageNet training batches indexed by the global iteration (§3.4).
 
-    `batch_size` is per process (the paper: 256 over 8 GPUs, i.e. 32 each). `holdout` training
+    `batch_size` is per process (the released models: 256 over 8 GPUs, i.e. 32 each, per the
+    authors' notes at github.com/KaimingHe/deep-residual-networks; §3.4 gives only the 256). `holdout` training
     images, chosen by a fixed seeded draw, are set aside as a "minival" (`holdout_files`,
     `holdout_labels`) for the plateau schedule and model selection, so the official val set is
     never used to select anything."""
