@@ -384,7 +384,7 @@ def table6(groups: Sequence[Group], sigma: float = judge.SIGMA_CIFAR) -> Section
     for model, paper_err in paper.TABLE6_ERROR.items():
         _, ref, n_paper = judge.paper_value(model)  # type: ignore[misc]  # 110: the paper's mean of 5 runs
         best_of_5 = model == "cifar_resnet110"
-        paper_cell = f"{paper_err:.2f} (best of 5; mean {mean110:.2f} ± {std110:.2f})" if best_of_5 else f"{paper_err:.2f}"
+        paper_cell = f"{paper_err:.2f}" + (f" (best of 5; mean {mean110:.2f} ± {std110:.2f})" if best_of_5 else "")
         port = paper.PORT_CIFAR_ERROR.get(model)
         context = (f"paper best of 5 {paper_err}; " if best_of_5 else "") + f"other port {port}"
         params_paper = f"{paper.TABLE6_PARAMS[model] / 1e6:.2f}M"
@@ -753,9 +753,9 @@ def _header(paths: Sequence[str], wandb: str | None, runs: Sequence[Run], incomp
         "- Verdicts only for runs of the paper's recipe (the row's architecture, iterations, schedule, batch, "
         "training-set size and data set); other rows say \"not the paper's recipe: <what differs>\". "
         "Runs of different recipes are never averaged together.",
-        f"- Band: 'reproduced' when |ours mean − paper| ≤ 2 σ √(1/n + 1/n_paper), σ = {sigma_cifar:g} points on "
-        f"CIFAR-10 (Table 6's ResNet-110 spread), {sigma_imagenet:g} on ImageNet (our choice); below the band "
-        "'better than the paper', above it 'worse than the paper'.",
+        "- Band: 'reproduced' when |ours mean − paper| ≤ 2 σ √(1/n + 1/n_paper), "
+        f"σ = {sigma_cifar:g} points on CIFAR-10 (Table 6's ResNet-110 spread), {sigma_imagenet:g} on ImageNet "
+        "(our choice); below the band 'better than the paper', above it 'worse than the paper'.",
         "- Data of our runs: " + (", ".join(data_label(d) for d in datas) or "none") + ".",
     ]
     if any(d not in ("cifar10", "imagenet") for d in datas):
@@ -826,9 +826,9 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("dirs", nargs="*", help="run directories or directories containing runs (searched recursively)")
     parser.add_argument("--out", default=None, help="output directory (default: the one given dir, or ./report)")
     parser.add_argument("--sigma-cifar", type=float, default=judge.SIGMA_CIFAR,
-                        help=f"per-run std of the test error, points (default {judge.SIGMA_CIFAR}: Table 6, ResNet-110)")
+                        help=f"per-run std of the test error in points (default {judge.SIGMA_CIFAR}: Table 6)")
     parser.add_argument("--sigma-imagenet", type=float, default=judge.SIGMA_IMAGENET,
-                        help=f"per-run std of the top-1/top-5 errors, points (default {judge.SIGMA_IMAGENET}: our choice)")
+                        help=f"per-run std of top-1/top-5 in points (default {judge.SIGMA_IMAGENET}: our choice)")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", default=None, help="also read the runs of a W&B project")
     parser.add_argument("--layer-responses", action="store_true",
                         help="measure Figure 7's layer responses for runs without layer_responses.json")

@@ -99,7 +99,8 @@ def test_table6_ours_is_the_mean_and_sample_std_of_the_seeds_test_errors(runs_di
         depth, paper_depth = DEPTHS[exp], int(exp.removeprefix("cifar_resnet"))
         reasons = ["synthetic data (paper CIFAR-10)", f"depth {depth} (paper {paper_depth})",
                    "4 iterations (paper 64000)", "batch 16 (paper 128)",
-                   f"trained on {s['train_size']} images (paper 50000)", f"tested on {s['test_size']} images (paper 10000)"]
+                   f"trained on {s['train_size']} images (paper 50000)",
+                   f"tested on {s['test_size']} images (paper 10000)"]
         assert row["data"] == "synthetic" and row["band"] == ""
         assert row["verdict"] == "not the paper's recipe: " + "; ".join(reasons) and row["recipe"] == "; ".join(reasons)
         # nor did training draw the paper's line beside its test error
