@@ -43,6 +43,7 @@ from resnet_repro.data.build import build_training_data
 from resnet_repro.distributed import World, all_reduce_sum, per_process_batch, world_from_env
 from resnet_repro.engine import make_sgd, maybe_compile, precision, set_tf32, train_step
 from resnet_repro.errors import CheckpointError, ConfigError, ReproError
+from resnet_repro.judge import planned_reference, with_paper_reference
 from resnet_repro.loggers import JsonlSink, MetricsSink, MultiSink, WandbSink, write_json_atomic
 from resnet_repro.models import build_from_arch, count_macs, count_params, input_size
 from resnet_repro.schedule import WarmupUntilError, build_schedule
@@ -528,6 +529,7 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
                     last_eval = data.evaluate(model)  # fp32: the reported numbers are never bf16
                     set_train_mode(net, frozen)
                     row.update(last_eval)
+                    row.update(planned_reference(settings.exp_name, settings.config, arch.as_dict(), data.sizes))
                     if "val/err" in last_eval:
                         if state.best_val_err is None or last_eval["val/err"] < state.best_val_err:
                             state.best_val_err, state.best_val_iter = last_eval["val/err"], done
@@ -621,7 +623,7 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
     }
     if world.is_main:
         write_json_atomic(run_dir / "summary.json", summary)
-        sink.summary(summary)
+        sink.summary(with_paper_reference(summary, settings.config))  # W&B: the paper's number and the gap
         print(f"run dir: {run_dir}")
         print(
             f"test error {summary['test_err']:.2f}% after {state.iteration} iterations"

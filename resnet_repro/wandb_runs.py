@@ -65,15 +65,17 @@ def summary_from_run(run: Any) -> dict[str, Any]:
 
 
 def record_from_run(run: Any) -> dict[str, Any]:
-    """{"path", "summary", "rows", "finished", "state"} for one W&B run. A run counts as
+    """{"path", "summary", "config", "rows", "finished", "state"} for one W&B run. A run counts as
     finished when its summary has a numeric test_err (the trainer's last act)."""
     summary = summary_from_run(run)
     rows = rows_from_history(run.scan_history())
     test_err = summary.get("test_err")
     finished = isinstance(test_err, (int, float)) and not isinstance(test_err, bool)
+    config = getattr(run, "config", None)
     return {
         "path": summary["run_dir"],
         "summary": summary,
+        "config": dict(config) if isinstance(config, Mapping) else None,  # the recipe's fallback
         "rows": rows,
         "finished": finished,
         "state": str(getattr(run, "state", "unknown")),
