@@ -439,6 +439,7 @@ def test_load_cifar10_offline_names_the_path_and_the_alternatives(
 # The real CIFAR-10 JPEG copy from ../shared/data (skipped when absent)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not REAL_CIFAR_JPEG.is_file(), reason=f"{REAL_CIFAR_JPEG} not present")
 def test_real_cifar10_jpeg_copy_loads_50k_train_10k_test_in_official_class_order(
     tmp_path: Path,

@@ -169,6 +169,7 @@ def test_fast_loss_curve_drifts_no_more_than_a_one_ulp_perturbation(model, plain
     assert sum(fast.curve[-10:]) < sum(fast.curve[:10]) and sum(plain.curve[-10:]) < sum(plain.curve[:10])
 
 
+@pytest.mark.slow
 def test_the_gpu_default_path_bf16_channels_last_compiled_matches_fp32_eager(model, plain: Run) -> None:
     gpu_default = train(model, fast=True, amp=True, iters=1)
     rounded = copy.deepcopy(model)

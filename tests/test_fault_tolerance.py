@@ -235,6 +235,7 @@ def test_an_unwritable_metrics_file_is_a_clear_error(tmp_path: Path, monkeypatch
         train(tmp_path, LONG)
 
 
+@pytest.mark.slow
 def test_a_second_process_on_a_run_dir_in_use_is_refused(tmp_path: Path) -> None:
     run = tmp_path / "run"
     first = start(run, args=[*LONG, "trainer.max_iters=100000"])

@@ -32,7 +32,7 @@ def small(root: Path) -> list[str]:
     # ResNet-18 on 64x64 training crops (evaluation keeps the paper's 256/224 geometry).
     return [
         "+exp=imagenet_resnet18", f"data.root={root}", "data.val_size=6", "data.workers=0", "data.crop=64",
-        "data.scale=[72,96]", "logger=none", "trainer.device=cpu", "trainer.batch_size=8", "trainer.max_iters=3",
+        "data.scale=[72,96]", "logger=none", "trainer.device=cpu", "trainer.batch_size=8", "model.bn_group_size=4", "trainer.max_iters=3",
         "trainer.eval_every=3", "trainer.log_every=1", "trainer.ckpt_every=3", "trainer.eval_batch_size=8",
         "trainer.progress=false",
     ]
@@ -57,7 +57,8 @@ def test_train_on_an_image_folder_then_evaluate_every_protocol(tmp_path: Path, f
     rows = read_jsonl(tmp_path / "metrics.jsonl")
     assert {"test/err", "test/top5_err", "val/err"} <= rows[-1].keys()
     assert summary["test_err"] == rows[-1]["test/err"]
-    center = evaluate_checkpoint(str(tmp_path), protocol="center", device="cpu", workers=0, batch_size=20)
+    center = evaluate_checkpoint(str(tmp_path), protocol="center", device="cpu", workers=0, batch_size=20,
+                                 precise_bn_batches=0)  # training's own statistics
     assert center["err"] == pytest.approx(summary["test_err"])  # the same centre-crop numbers as training
 
     # Known outputs: zero the classifier's weights and give class 2 the largest bias, so the
@@ -67,7 +68,8 @@ def test_train_on_an_image_folder_then_evaluate_every_protocol(tmp_path: Path, f
     ckpt["model"]["fc.weight"].zero_()
     ckpt["model"]["fc.bias"].copy_(torch.tensor([0.0, 0.5, 1.0]))
     save_checkpoint(tmp_path / LAST, ckpt)
-    r = evaluate_checkpoint(str(tmp_path), protocol="all", device="cpu", workers=0, batch_size=20)
+    r = evaluate_checkpoint(str(tmp_path), protocol="all", device="cpu", workers=0, batch_size=20,
+                            precise_bn_batches=2)
     assert [x["protocol"] for x in r["all"]] == ["center", "ten_crop", "multi_scale"]
     assert all((x["n"], x["err"], x["top5_err"]) == (6, 100.0 * 4 / 6, 0.0) for x in r["all"])
     saved = json.loads((tmp_path / "eval_ten_crop.json").read_text())  # for `report` (Tables 2-3)

@@ -492,6 +492,7 @@ def test_degradation_sweep_launches_one_job_per_model_and_reports_them(tmp_path:
     sweep = tmp_path / "multirun"
     tiny = [o for o in TINY + FAST if not o.startswith("trainer.max_iters")] + ["trainer.max_iters=2"]
     p = _cli("train", "+exp=cifar_degradation", "model=cifar_plain20,cifar_resnet20", "seed=0", *tiny,
+             "model.bn_group_size=8",
              f"hydra.sweep.dir={sweep}")
     assert p.returncode == 0, p.stderr[-2000:]
     summaries = {json.loads(f.read_text())["exp_name"]: f.parent.name for f in sweep.glob("*/summary.json")}

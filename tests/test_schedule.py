@@ -235,15 +235,11 @@ def noisy_drops(schedule: PlateauSchedule, seed: int, epochs: int = 150) -> list
     return drops
 
 
-def imagenet_plateau() -> PlateauSchedule:
-    s = run_settings(compose_config(["+exp=imagenet_resnet50", "data.root=/x"])).schedule
-    p = build_schedule(s.kind, base_lr=s.base_lr, plateau=s.plateau)
-    assert isinstance(p, PlateauSchedule)
-    return p
-
-
 def test_imagenet_plateau_drops_at_the_plateaus_not_on_noise() -> None:
-    runs = [noisy_drops(imagenet_plateau(), seed) for seed in SEEDS]
+    s = run_settings(compose_config(["+exp=imagenet_resnet50", "data.root=/x"])).schedule  # as configured
+    fresh = lambda: build_schedule(s.kind, base_lr=s.base_lr, plateau=s.plateau)  # noqa: E731
+    assert isinstance(fresh(), PlateauSchedule)
+    runs = [noisy_drops(fresh(), seed) for seed in SEEDS]
     assert all(len(r) == 2 for r in runs)  # both plateaus are found in every run
     rates = [rate for r in runs for _, rate in r]
     # The rule is built to drop once the error gains < 0.1 pt per epoch (conf/schedule/imagenet.yaml);
