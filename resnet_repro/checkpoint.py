@@ -32,15 +32,28 @@ PREV = Path("checkpoints") / "prev.pt"  # the one before, kept as a fallback
 
 
 def checkpoint_meta(
-    *, model_name: str, arch: Mapping[str, Any], num_classes: int, iteration: int
+    *, model_name: str, arch: Mapping[str, Any], num_classes: int, iteration: int, data_fingerprint: str = ""
 ) -> dict[str, Any]:
-    """The `meta` entry: what the weights are, and how far training got."""
+    """The `meta` entry: what the weights are, how far training got, and on which data (its
+    fingerprint: a resumed run may find its data at another path, never other data)."""
     return {
         "model": model_name,
         "arch": dict(arch),
         "num_classes": int(num_classes),
         "iteration": int(iteration),
+        "data_fingerprint": data_fingerprint,
     }
+
+
+def check_same_data(ckpt: Mapping[str, Any], fingerprint: str, where: str) -> None:
+    """Refuse to continue a run on data other than its own (checkpoints from before the
+    fingerprint existed are not checked)."""
+    saved = (ckpt.get("meta") or {}).get("data_fingerprint")
+    if saved and fingerprint and saved != fingerprint:
+        raise CheckpointError(
+            f"the data at {where} is not the data this run trained on (fingerprint {fingerprint}, "
+            f"the run's {saved}): point data.root at the same data set"
+        )
 
 
 # --- writing -------------------------------------------------------------------------------
@@ -262,10 +275,8 @@ def check_compatible(
     if not isinstance(meta, Mapping) or "model" not in meta or "arch" not in meta:
         raise CheckpointError(f"{where} has no model description ('meta' with model and arch)")
     saved_name, saved_arch = meta["model"], meta["arch"]
-    if saved_name != model_name:
-        raise CheckpointError(
-            f"{where} is for model {saved_name} but this run builds {model_name}"
-        )
+    # The architecture decides; a name is a label (older runs kept an exp's model name after
+    # an override such as model.depth=8; today a run is named after its network).
     key = _first_difference(saved_arch, arch)
     if key is not None:
         raise CheckpointError(

@@ -86,6 +86,18 @@ def check_group_overrides(argv: list[str]) -> None:
                 raise ReproError(f"unknown {group} {value!r}; choose from: {', '.join(options)}")
 
 
+def resume_overrides(argv: list[str]) -> list[str]:
+    """`train resume=<dir> data.cache_dir=...`: the run continues with its saved config, which
+    may hold keys the default composition lacks (a data source's own settings). Hydra would
+    refuse such a key with a hint about `+`, which points at the wrong problem, so the keys are
+    passed as `++key=value` (set or add); the train command then refuses any key that may not
+    change on resume, with its own message."""
+    if not any(a.startswith("resume=") for a in argv):
+        return argv
+    return [f"++{a}" if "=" in a and "." in a.split("=", 1)[0] and not a.startswith(("+", "~", "hydra."))
+            else a for a in argv]
+
+
 def one_line(e: BaseException) -> str:
     """Hydra/OmegaConf messages span several lines; keep the informative ones, joined."""
     skip = ("full_key:", "object_type=", "reference_type=", "Set the environment variable HYDRA_FULL_ERROR")
@@ -104,6 +116,8 @@ def _hydra_command(module: str, func: str) -> Callable[[list[str]], int]:
         from omegaconf.errors import OmegaConfBaseException
 
         entry = getattr(importlib.import_module(module), func)
+        if func == "hydra_train":
+            argv = resume_overrides(argv)
         saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
         sys.argv = [f"{saved_argv[0]} {module.rsplit('.', 1)[-1]}"] + argv
         # Let composition errors reach us as exceptions, to print them as one line.

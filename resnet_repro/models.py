@@ -514,6 +514,38 @@ def _named() -> dict[str, Arch]:
 NAMED_MODELS: dict[str, Arch] = _named()
 
 
+def _same_network(a: Arch, b: Arch) -> bool:
+    # The class count follows the data; everything else is the network's shape.
+    return (a.family, a.depth, a.residual, a.shortcut, a.bottleneck_stride) == (
+        b.family, b.depth, b.residual, b.shortcut, b.bottleneck_stride)
+
+
+def name_for(arch: Arch) -> str:
+    """The name of the network `arch` describes: a named model's name when one has this shape
+    (e.g. `cifar_resnet32`), else one built the same way (`cifar_resnet74`, `imagenet_resnet50_c`,
+    `imagenet_resnet18_3x3`): a run is always named after the network it trained."""
+    for name, named in NAMED_MODELS.items():
+        if _same_network(named, arch):
+            return name
+    name = f"{arch.family}_{'resnet' if arch.residual else 'plain'}{arch.depth}"
+    paper_shortcut = "B" if arch.family == "imagenet" and arch.depth >= 50 else "A"  # Tables 2, 3, 6
+    if arch.shortcut != paper_shortcut:
+        name += f"_{arch.shortcut.lower()}"
+    if arch.bottleneck_stride != "1x1":
+        name += f"_{arch.bottleneck_stride}"
+    return name
+
+
+def names_after_network(model_name: str, exp_name: str, arch: Arch) -> tuple[str, str]:
+    """(model name, exp name) of a run that trains `arch`: `+exp=cifar_resnet20 model.depth=32`
+    trains ResNet-32, so the model, and an exp named after its model, become cifar_resnet32
+    (the run dir, summary.json, W&B and the report all carry it). Other exp names (`demo`) stay."""
+    if model_name not in NAMED_MODELS:
+        return model_name, exp_name
+    name = name_for(arch)
+    return name, (name if exp_name == model_name else exp_name)
+
+
 def get_arch(name: str) -> Arch:
     try:
         return NAMED_MODELS[name]

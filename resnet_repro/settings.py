@@ -6,7 +6,7 @@ dataclasses or plain arguments and never sees a DictConfig.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from resnet_repro.data.build import DataSettings
 from resnet_repro.errors import ConfigError
-from resnet_repro.models import Arch, validate_arch
+from resnet_repro.models import Arch, names_after_network, validate_arch
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,7 @@ class RunSettings:
     trainer: TrainerSettings
     logger: LoggerSettings
     config: dict[str, Any] = field(default_factory=dict)  # the resolved config, for the record
+    renamed_from: str | None = None  # the model name the config gave, when the network is another
 
 
 def _positive_int(value: Any, key: str) -> int:
@@ -150,6 +151,14 @@ def per_process_batch_checked(model: ModelSettings, trainer: TrainerSettings, wo
             f"use a batch that is a multiple of {g * world_size} or a smaller group"
         )
     return n
+
+
+def _named_after_network(model: ModelSettings, exp_name: str) -> tuple[ModelSettings, str, str | None]:
+    """Returns (model, exp name, the config's model name if the network is another one)."""
+    name, exp_name = names_after_network(model.name, exp_name, model.arch)
+    if name == model.name:
+        return model, exp_name, None
+    return replace(model, name=name), exp_name, model.name
 
 
 def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
@@ -237,8 +246,11 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
     seed = c.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    exp_name = str(c.get("exp_name") or model.name)
+    model, exp_name, renamed_from = _named_after_network(model, exp_name)
     return RunSettings(
-        exp_name=str(c.get("exp_name") or model.name),
+        exp_name=exp_name,
+        renamed_from=renamed_from,
         seed=seed,
         model=model,
         data=data,

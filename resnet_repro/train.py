@@ -16,6 +16,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shutil
 import signal
 import sys
 import threading
@@ -33,6 +34,7 @@ from resnet_repro.checkpoint import (
     LAST,
     PREV,
     check_compatible,
+    check_same_data,
     checkpoint_meta,
     rng_state,
     save_checkpoint,
@@ -45,7 +47,7 @@ from resnet_repro.engine import make_sgd, maybe_compile, precision, set_tf32, tr
 from resnet_repro.errors import CheckpointError, ConfigError, ReproError
 from resnet_repro.judge import planned_reference, with_paper_reference
 from resnet_repro.loggers import JsonlSink, MetricsSink, MultiSink, WandbSink, write_json_atomic
-from resnet_repro.models import build_from_arch, count_macs, count_params, input_size
+from resnet_repro.models import Arch, build_from_arch, count_macs, count_params, input_size, names_after_network
 from resnet_repro.schedule import WarmupUntilError, build_schedule
 from resnet_repro.rundir import RunLock, remove_stale_temp_files, resume_checkpoint, write_text_atomic
 from resnet_repro.provenance import device_name, git_commit, peak_memory
@@ -62,10 +64,14 @@ from resnet_repro.settings import (
 )
 
 CONFIG_FILE = "config.yaml"
+_clock = time.perf_counter  # the loop's clock (a test replaces it with a fake one)
 
-# Settings a resumed run may change: how long, how often, where, and how it is logged.
+# Settings a resumed run may change: where the data lies, how long, how often, where, and how
+# it is logged.
 # Everything else (model, data, recipe, seed, batch) must match the run being continued.
 RESUMABLE_KEYS = (
+    "data.root",  # the data may move (another node, another mount): its fingerprint must match
+    "data.cache_dir",
     "trainer.max_iters",
     "trainer.eval_every",
     "trainer.log_every",
@@ -99,7 +105,19 @@ def run_stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.localtime(t))
 
 
+def _run_name(exp_name: str, model_name: str, family: str, depth: int, residual: bool, shortcut: str,
+              bottleneck_stride: str) -> str:
+    try:
+        arch = Arch(family, int(depth), bool(residual), shortcut, bottleneck_stride)
+        return names_after_network(model_name, exp_name, arch)[1]
+    except (TypeError, ValueError):  # a malformed setting: run_settings names it properly
+        return exp_name
+
+
 def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("run_name"):
+        # The run dir is named after the network trained (models.names_after_network).
+        OmegaConf.register_new_resolver("run_name", _run_name)
     if not OmegaConf.has_resolver("run_stamp"):
         OmegaConf.register_new_resolver("run_stamp", run_stamp, use_cache=True)
     # hydra.run.dir: the `resume=` dir if given, else a fresh timestamped one.
@@ -121,11 +139,26 @@ def _task(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    fresh = _is_fresh(run_dir)
     try:
-        train_from_config(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
+        train_from_config(cfg, run_dir, list(hc.overrides.task))
     except ReproError as e:
+        if fresh and _is_fresh(run_dir, after_failure=True):
+            shutil.rmtree(run_dir, ignore_errors=True)  # a refused command leaves nothing behind
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _is_fresh(run_dir: Path, after_failure: bool = False) -> bool:
+    """Hydra creates the run dir (and its `.hydra/` record) before the task runs. It is ours to
+    remove after a refusal if it held nothing else before, and the failed command wrote no
+    result in it (no checkpoint, summary or metrics rows: a diverged run keeps its curve)."""
+    if not run_dir.is_dir():
+        return not after_failure
+    ours = {".hydra", CONFIG_FILE, ".lock"} if after_failure else {".hydra"}
+    return all(p.name in ours or (after_failure and p.name == "checkpoints" and not any(p.iterdir()))
+               for p in run_dir.iterdir())
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,13 +194,14 @@ def reconcile_resume(composed: dict[str, Any], saved: dict[str, Any], overrides:
                 continue
             if not _resumable(key):
                 raise ConfigError(
-                    f"{item!r} cannot change when resuming (the run continues with its saved settings); "
+                    f"{item.lstrip('+~')!r} cannot change when resuming (the run continues with its saved settings); "
                     f"only {', '.join(k for k in RESUMABLE_KEYS if k != 'resume')} may"
                 )
             OmegaConf.update(merged, key, OmegaConf.select(OmegaConf.create(composed), key), force_add=True)
         return OmegaConf.to_container(merged)  # type: ignore[return-value]
     new, old = _flatten(composed), _flatten(saved)
-    for key in sorted(set(new) | set(old)):
+    # The data set or model that differs is named before any of its settings that follow.
+    for key in sorted(set(new) | set(old), key=lambda k: (not (k.endswith(".name") or k == "exp_name"), k)):
         if not _resumable(key) and new.get(key, "<unset>") != old.get(key, "<unset>"):
             raise ConfigError(
                 f"this run dir was started with {key}={old.get(key, '<unset>')!r} but this command sets "
@@ -191,6 +225,9 @@ def train_from_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> d
         config = composed
     settings = run_settings(config)  # validate before writing anything
     world = world_from_env()
+    if settings.renamed_from and world.is_main:
+        print(f"note: the overrides make {settings.renamed_from} a {settings.model.name} "
+              f"({settings.model.arch.depth} layers): the run is named {settings.exp_name}")
     per_process_batch_checked(settings.model, settings.trainer, world.size)  # BN groups fit each process's batch
     if settings.model.weights:
         check_weights_norm(settings.model.weights, settings.data.norm)  # torchvision weights need their mean/std
@@ -250,6 +287,7 @@ class LoopState:
     best_val_err: float | None = None
     best_val_iter: int | None = None
     train_time: float = 0.0  # seconds in training steps (evaluation excluded)
+    timed_iters: int = 0  # iterations whose time is in train_time (0 in checkpoints before it existed)
     skipped: int = 0  # steps skipped for a non-finite loss (trainer.max_skipped_steps)
     wall_time: float = 0.0  # seconds in the loop, evaluation included, over all sessions
     wandb_id: str | None = None
@@ -348,6 +386,7 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
     settings = replace(settings, model=replace(settings.model, arch=arch))
     ckpt, ckpt_from = resume_checkpoint(run_dir)  # last.pt, or prev.pt if last.pt is broken
     if ckpt is not None:
+        check_same_data(ckpt, data.fingerprint, settings.data.root or settings.data.name)  # first: the likelier cause
         check_compatible(ckpt, model_name=settings.model.name, arch=arch.as_dict(), path=ckpt_from)
 
     model = make_model(settings, device, world)
@@ -416,7 +455,7 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
 
     def save() -> None:
         check_finite()
-        state.wall_time = wall_base + time.perf_counter() - session_start
+        state.wall_time = wall_base + _clock() - session_start
         distributed.average_buffers(model, world)
         if not world.is_main:
             return
@@ -425,7 +464,7 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
             {
                 "meta": checkpoint_meta(
                     model_name=settings.model.name, arch=arch.as_dict(), num_classes=data.num_classes,
-                    iteration=state.iteration,
+                    iteration=state.iteration, data_fingerprint=data.fingerprint,
                 ),
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -458,7 +497,9 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
         total=tr.max_iters, initial=state.iteration, disable=not (tr.progress and world.is_main),
         desc=settings.exp_name, dynamic_ncols=True, file=sys.stderr,
     )
-    window_start, window_time = time.perf_counter(), 0.0
+    # Throughput windows count the iterations timed in this process: after a resume, the metric
+    # sums restored from the checkpoint include images trained before it, in another session.
+    window_start, window_time, window_iters = _clock(), 0.0, 0
     session_start, wall_base = window_start, state.wall_time
     err = float("nan")  # the last running training error seen by the warm-up
     last_eval: dict[str, float] = {}
@@ -490,6 +531,7 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
             state.log_n += y.shape[0]
             state.warm_n += y.shape[0]
             state.iteration = done = it + 1
+            window_iters += 1
 
             if done % settings.schedule.check_every == 0:
                 # §4.2 warm-up: the running training error over the last check_every iterations,
@@ -507,7 +549,7 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
             if log_due or eval_due:
                 check_finite()
                 loss_all, wrong_all, n_all = reduced(state.log_loss, state.log_wrong, state.log_n)
-                now = time.perf_counter()
+                now = _clock()
                 window_time += now - window_start
                 state.train_time += now - window_start
                 row: dict[str, Any] = {
@@ -516,14 +558,15 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
                     "lr": lr,
                     "train/loss": loss_all / n_all,
                     "train/err": _pct(wrong_all / n_all),
-                    "images_per_s": n_all / max(window_time, 1e-9),
+                    "images_per_s": window_iters * tr.batch_size / max(window_time, 1e-9),
                 }
                 bar.set_postfix(
                     loss=f"{row['train/loss']:.3f}", err=f"{row['train/err']:.1f}%", lr=f"{lr:g}",
                     img_s=f"{row['images_per_s']:.0f}", refresh=False,
                 )
                 state.log_loss, state.log_wrong, state.log_n = 0.0, 0.0, 0
-                window_time = 0.0
+                state.timed_iters += window_iters
+                window_time, window_iters = 0.0, 0
                 if eval_due:
                     distributed.average_buffers(model, world)
                     last_eval = data.evaluate(model)  # fp32: the reported numbers are never bf16
@@ -541,7 +584,7 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
                             + f"  train/err {row['train/err']:.2f}%  lr {lr:g}"
                         )
                 log(row)
-                window_start = time.perf_counter()
+                window_start = _clock()
             if done % tr.ckpt_every == 0 or done == tr.max_iters:
                 save()
             bar.update(1)
@@ -568,7 +611,7 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
     if not last_eval:  # resumed at or past trainer.max_iters: the checkpoint's final numbers
         distributed.average_buffers(model, world)
         last_eval = data.evaluate(model)
-    state.wall_time = wall_base + time.perf_counter() - session_start
+    state.wall_time = wall_base + _clock() - session_start
     peak, peak_kind = peak_memory(device)
     summary = {
         "exp_name": settings.exp_name,
@@ -589,7 +632,7 @@ def _fit(settings: RunSettings, run_dir: Path, world: World, device: torch.devic
         "macs": macs,
         "train_time_s": round(state.train_time, 2),
         "wall_time_s": round(state.wall_time, 2),
-        "images_per_s": round(state.iteration * tr.batch_size / max(state.train_time, 1e-9), 1),
+        "images_per_s": round((state.timed_iters or state.iteration) * tr.batch_size / max(state.train_time, 1e-9), 1),
         "peak_memory_bytes": peak,
         "peak_memory_kind": peak_kind,
         "device": device_name(device),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, SHARED_CIFAR, TINY, TINY_TRAINER, compose_config
+from conftest import REPO, SHARED_CIFAR, SYNTH, TINY, TINY_TRAINER, compose_config
 from resnet_repro import engine
 from resnet_repro.checkpoint import load_checkpoint, save_checkpoint
 from resnet_repro.data.build import load_cifar_splits
@@ -338,7 +338,8 @@ def test_cli_multirun_gives_one_run_dir_per_job(tmp_path: Path) -> None:
     r = cli("train", "-m", *TINY, "trainer.max_iters=2", "seed=0,1", f"hydra.sweep.dir={tmp_path}")
     assert r.returncode == 0, r.stderr
     summaries = sorted(tmp_path.glob("*/summary.json"))
-    assert [p.parent.name for p in summaries] == ["0-cifar_resnet20-seed0", "1-cifar_resnet20-seed1"]
+    # TINY trains depth 8: the jobs are named after the network they train.
+    assert [p.parent.name for p in summaries] == ["0-cifar_resnet8-seed0", "1-cifar_resnet8-seed1"]
     assert [json.loads(p.read_text())["seed"] for p in summaries] == [0, 1]
 
 
@@ -437,3 +438,98 @@ def test_resnet_learns_real_cifar10_jpeg_on_cpu(tmp_path: Path) -> None:
     summary = train_from_config(compose_config(overrides), tmp_path / "run", overrides)
     assert summary["test_size"] == 10000 and summary["train_size"] == 50000
     assert summary["test_err"] < 65.0  # chance is 90%; ~300 iterations of ResNet-8 reach ~50%
+
+
+# -- what a new user runs into (issue 14) ----------------------------------------------------------
+
+
+def test_a_run_is_named_after_the_network_it_trains(tmp_path: Path) -> None:
+    r = cli("train", "+exp=cifar_resnet20", "model.depth=32", *SYNTH, *TINY_TRAINER[1:], "trainer.max_iters=1",
+            "model.bn_group_size=16", f"hydra.sweep.dir={tmp_path}", "hydra.run.dir=" + str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert (summary["exp_name"], summary["model"], summary["params"]) == ("cifar_resnet32", "cifar_resnet32", 464154)
+    assert "note: the overrides make cifar_resnet20 a cifar_resnet32" in r.stdout  # and says so
+    # Without hydra.run.dir the run dir carries the network's name too.
+    r = cli("train", "+exp=cifar_resnet20", "model.depth=8", *SYNTH, *TINY_TRAINER[1:], "trainer.max_iters=1",
+            "model.bn_group_size=16", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["cifar_resnet8"]
+
+
+def test_throughput_after_a_resume_counts_only_this_sessions_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fake clock that advances one second per training step: every window is exactly
+    # batch_size images per second, before and after the resume.
+    import resnet_repro.train as train_module
+
+    clock = {"t": 0.0}
+    real_step = engine.train_step
+
+    def timed_step(*args, **kwargs):
+        clock["t"] += 1.0
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_clock", lambda: clock["t"])
+    monkeypatch.setattr(train_module, "train_step", timed_step)
+    over = ["trainer.log_every=3", "trainer.ckpt_every=4", "trainer.eval_every=12", "trainer.max_iters=8"]
+    train(tmp_path, over)
+    # Continue from the checkpoint at iteration 4, whose metric sums hold iteration 4's images
+    # (the last row was at 3): the first window after the resume times iterations 5 and 6 only.
+    ckpts = tmp_path / "checkpoints"
+    (ckpts / "prev.pt").replace(ckpts / "last.pt")
+    (tmp_path / "summary.json").unlink()
+    summary = train(tmp_path, over)
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["iter"] for r in rows] == [3, 6, 8]
+    assert [r["images_per_s"] for r in rows] == [32.0, 32.0, 32.0]
+    assert summary["images_per_s"] == 32.0
+
+
+def test_a_resumed_run_follows_its_data_to_another_path_but_not_to_other_data(tmp_path: Path) -> None:
+    first, moved, other = tmp_path / "first", tmp_path / "moved", tmp_path / "other"
+    _write_folder(first)
+    _write_folder(other, classes=("a", "b", "c"))  # another data set: more images, another class
+    run = tmp_path / "run"
+    base = ["data=cifar10_folder", "data.val_size=0", f"data.cache_dir={tmp_path / 'cache'}", *TINY_TRAINER,
+            "trainer.batch_size=2", "trainer.max_iters=2", "trainer.ckpt_every=2", f"hydra.run.dir={run}"]
+    assert cli("train", *base, f"data.root={first}").returncode == 0
+    first.rename(moved)
+    r = cli("train", *base, f"data.root={moved}", "trainer.max_iters=4")  # the same data, moved
+    assert r.returncode == 0, r.stderr
+    assert json.loads((run / "summary.json").read_text())["iterations"] == 4
+    r = cli("train", f"resume={run}", f"data.root={other}", "trainer.max_iters=6")
+    assert r.returncode == 2 and "not the data this run trained on" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["meta"]["iteration"] == 4  # untouched
+
+
+def test_resume_refusals_name_the_setting_that_differs(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert cli("train", *TINY, "trainer.max_iters=2", f"hydra.run.dir={run}").returncode == 0
+    r = cli("train", "data=cifar10_folder", f"data.root={tmp_path}", *TINY_TRAINER, f"hydra.run.dir={run}")
+    assert r.returncode == 2 and "data.name='synthetic'" in r.stderr and "'cifar10_folder'" in r.stderr
+    # A setting the default composition lacks is not Hydra's business on resume: ours answers.
+    r = cli("train", f"resume={run}", f"data.cache_dir={tmp_path / 'c'}", "trainer.max_iters=3")
+    assert r.returncode == 0, r.stderr
+    r = cli("train", f"resume={run}", "data.n_train=700")
+    assert r.returncode == 2 and "'data.n_train=700' cannot change when resuming" in r.stderr and "+" not in r.stderr
+
+
+@pytest.mark.parametrize("case", [
+    ["trainer.max_iters=-1"],
+    ["model.weights=/nonexistent/weights.pth"],
+    ["data=cifar10_folder", "data.root=/nonexistent/cifar"],
+])
+def test_a_refused_command_leaves_no_run_dir(tmp_path: Path, case: list[str]) -> None:
+    run = tmp_path / "run"
+    r = cli("train", *TINY, *case, f"hydra.run.dir={run}")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert not run.exists()
+    r = cli("train", f"resume={tmp_path / 'nope'}")
+    assert r.returncode == 2 and not (tmp_path / "nope").exists()
+
+
+def test_a_run_dir_holds_no_empty_log_file(tmp_path: Path) -> None:
+    r = cli("train", *TINY, "trainer.max_iters=1", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    assert not list(tmp_path.glob("*.log"))

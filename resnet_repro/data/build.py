@@ -102,7 +102,7 @@ def load_cifar_splits(settings: DataSettings, seed: int) -> CifarSplits:
         raise ConfigError(f"unknown data {settings.name!r}; choose from: {', '.join(DATA_SOURCES)}")
     if settings.norm not in NORMS:
         raise ConfigError(f"data.norm must be one of {', '.join(NORMS)}, got {settings.norm!r}")
-    ident = fingerprint(ds.train, ds.test)
+    ident = fingerprint(ds.train, ds.test, classes=ds.classes)
     # The holdout is drawn with a seed taken from the data, not the run: every seed holds out
     # the same images (issue: seeds differ only in initialisation and order).
     train, val = split_train_val(ds.train, settings.val_size, seed=int(ident[:8], 16))

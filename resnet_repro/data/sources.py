@@ -405,10 +405,10 @@ def make_synthetic(
     )
 
 
-def fingerprint(*splits: ArraySplit) -> str:
-    """A short content hash of the images and labels: the data set's identity wherever it lies
-    (recorded in summary.json; a resumed run may find its data at another path, not other data)."""
-    h = hashlib.sha256()
+def fingerprint(*splits: ArraySplit, classes: list[str] = ()) -> str:
+    """A short content hash of the images, labels and class names: the data set's identity
+    wherever it lies (in summary.json; a resumed run may find its data elsewhere, not other data)."""
+    h = hashlib.sha256("\n".join(classes).encode())
     for split in splits:
         for t in (split.x, split.y):
             t = t.detach().cpu().contiguous()
