@@ -20,7 +20,8 @@ from conftest import REPO, TINY, compose_config
 from resnet_repro.checkpoint import load_checkpoint
 from resnet_repro.errors import CheckpointError, ReproError
 from resnet_repro.loggers import read_jsonl
-from resnet_repro.train import Diverged, train_from_config
+from resnet_repro.loop import Diverged
+from resnet_repro.train import train_from_config
 
 # Long enough to be killed mid-way: 48 iterations, a checkpoint every 4.
 LONG = [*TINY, "trainer.max_iters=48", "trainer.eval_every=12", "trainer.ckpt_every=4", "trainer.log_every=2"]

@@ -212,11 +212,11 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path: Path, mo
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr("resnet_repro.train.train_step", crash_at_10)
+    monkeypatch.setattr("resnet_repro.loop.train_step", crash_at_10)
     with pytest.raises(KeyboardInterrupt):
         train(tmp_path / "run", over)
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["meta"]["iteration"] == 8
-    monkeypatch.setattr("resnet_repro.train.train_step", real_step)
+    monkeypatch.setattr("resnet_repro.loop.train_step", real_step)
     resumed = train(tmp_path / "run", over)  # re-running into the run dir continues it
 
     strip = lambda rows: [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]  # noqa: E731
@@ -460,7 +460,7 @@ def test_a_run_is_named_after_the_network_it_trains(tmp_path: Path) -> None:
 def test_throughput_after_a_resume_counts_only_this_sessions_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A fake clock that advances one second per training step: every window is exactly
     # batch_size images per second, before and after the resume.
-    import resnet_repro.train as train_module
+    import resnet_repro.loop as train_module
 
     clock = {"t": 0.0}
     real_step = engine.train_step
