@@ -207,3 +207,25 @@ def test_photo_folder_has_imagenet_like_jpegs(tmp_path: Path) -> None:
         # photograph-like: neighbouring pixels are close (white noise would differ by ~85 levels)
         assert (img[:, :, 1:].int() - img[:, :, :-1].int()).abs().float().mean() < 20
         assert Path(f).stat().st_size < 200_000
+
+
+def test_bench_times_both_decode_paths_and_the_ceiling(tmp_path: Path) -> None:
+    from conftest import compose_config
+    from resnet_repro.bench import BenchSettings, format_result, run_bench
+    from resnet_repro.settings import run_settings
+
+    write_photo_folder(tmp_path, 2, {"train": 4, "val": 1}, seed=1)
+    s = run_settings(compose_config([
+        "+exp=imagenet_resnet18", f"data.root={tmp_path}", "data.val_size=2", "data.workers=0", "data.crop=32",
+        "data.scale=[36,48]", "trainer.device=cpu", "trainer.batch_size=2", "model.bn_group_size=2", "logger=none",
+    ]))
+    r = run_bench(s, BenchSettings(iters=1, warmup=0, input_iters=2), ["+exp=imagenet_resnet18"])
+    assert set(r["decode_paths"]) == {"device", "workers"} and r["configured_decode"] == "workers"  # auto on CPU
+    for p in r["decode_paths"].values():
+        assert p["input"]["images_per_s"] > 0 and p["end_to_end"]["images_per_s"] > 0
+        assert p["end_to_end_vs_ceiling"] == round(p["end_to_end"]["images_per_s"] / r["ceiling"]["images_per_s"], 3)
+    assert r["configured"] is r["decode_paths"]["workers"]["end_to_end"] and "torchvision" in r
+    text = format_result(r)
+    assert "decode=device" in text and "synthetic ceiling" in text
+    with pytest.raises(ConfigError, match="data.decode must be one of"):
+        run_bench(s, BenchSettings(iters=1, warmup=0, input_iters=2, decode_paths=("gpu",)))
