@@ -10,6 +10,11 @@ runs N configured benches at once on the same device (several small runs sharing
 compares the aggregate images/s with one run. `bench.synthetic=true` feeds random batches that
 already sit on the device (the model's ceiling, e.g. ResNet-50 at 224). `bench.json=<file>`
 writes everything, with the command, device, versions and date, for experiments/results/.
+
+ImageNet (data=imagenet, issue 16): for each decode path (`bench.decode_paths`, default both:
+data.decode=device and workers) the input pipeline alone (batches drawn, no model) and end to
+end, and the synthetic ceiling of the same model and crop (`bench.ceiling`), so one run says
+whether the input keeps up with the model.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torchvision
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -58,6 +64,11 @@ class BenchSettings:
     concurrent: int = 1  # >1: also run this many configured benches at once on the device
     synthetic: bool = False  # random batches already on the device (the model's ceiling)
     json: str | None = None  # write the results here
+    decode_paths: tuple[str, ...] = ("device", "workers")  # imagenet: the data.decode paths to time
+    ceiling: bool = True  # imagenet: also time synthetic batches on the device (the model's ceiling)
+    # imagenet: timed batches of the input alone; many more than the loader prefetches
+    # (workers x prefetch_factor batches), which would otherwise be timed as free
+    input_iters: int = 50
 
 
 def hydra_bench() -> None:
@@ -78,6 +89,8 @@ def _task(cfg: DictConfig) -> None:
         unknown = sorted(set(b) - set(BenchSettings.__dataclass_fields__))
         if unknown:
             raise ConfigError(f"unknown bench setting(s) {unknown}; valid: {sorted(BenchSettings.__dataclass_fields__)}")
+        if "decode_paths" in b:
+            b["decode_paths"] = tuple(b["decode_paths"])
         bench = BenchSettings(**b)
         overrides = list(HydraConfig.get().overrides.task)
         result = run_bench(run_settings(c), bench, overrides)  # type: ignore[arg-type]
@@ -157,6 +170,32 @@ def time_configured(settings: RunSettings, bench: BenchSettings, device: torch.d
             "compile_fell_back": bool(getattr(net, "failed", False))}
 
 
+def time_input(settings: RunSettings, bench: BenchSettings, device: torch.device) -> dict[str, Any]:
+    """The training input pipeline alone: batches drawn onto the device as `train` gets them,
+    no model (how many images/s the input can feed)."""
+    tr = settings.trainer
+    data = build_training_data(settings.data, settings.seed, batch_size=tr.batch_size,
+                               eval_batch_size=tr.eval_batch_size, device=device, world=World())
+    batches = data.stream.iterate(0)
+    try:
+        r = _time_steps(lambda x, y: None, batches, bench.input_iters, bench.warmup, tr.batch_size, device)
+    finally:
+        batches.close()  # an endless stream: stop its workers (and producer thread) now
+    return {k: r[k] for k in ("images_per_s", "ms_per_iter", "seconds")}
+
+
+def time_imagenet_paths(settings: RunSettings, bench: BenchSettings, device: torch.device) -> dict[str, Any]:
+    """Per decode path: input alone and end to end; the ratio to the ceiling when it is timed."""
+    from resnet_repro.data.device_input import resolve_decode
+
+    out: dict[str, Any] = {}
+    for path in bench.decode_paths:
+        resolve_decode(path, device)  # a bad name: one line
+        s = replace(settings, data=replace(settings.data, decode=path))
+        out[path] = {"input": time_input(s, bench, device), "end_to_end": time_configured(s, bench, device)}
+    return out
+
+
 class _PilCifar(torch.utils.data.Dataset):
     """The textbook CIFAR loader: one PIL image per item, torchvision transforms per image."""
 
@@ -231,8 +270,8 @@ def time_concurrent(overrides: list[str], n: int) -> dict[str, Any]:
 
 
 def run_bench(settings: RunSettings, bench: BenchSettings, overrides: list[str] | None = None) -> dict[str, Any]:
-    if bench.iters < 1 or bench.warmup < 0 or bench.concurrent < 1:
-        raise ConfigError("bench.iters must be >= 1, bench.warmup >= 0 and bench.concurrent >= 1")
+    if bench.iters < 1 or bench.warmup < 0 or bench.concurrent < 1 or bench.input_iters < 1:
+        raise ConfigError("bench.iters must be >= 1, bench.warmup >= 0, bench.concurrent >= 1 and bench.input_iters >= 1")
     device = resolve_device(settings.trainer.device)
     result: dict[str, Any] = {
         "command": "python -m resnet_repro bench " + " ".join(overrides or []),
@@ -243,13 +282,29 @@ def run_bench(settings: RunSettings, bench: BenchSettings, overrides: list[str] 
         "warmup": bench.warmup,
         "device": device_name(device),
         "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
         "python": platform.python_version(),
         "git_commit": git_commit(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
     }
-    result["configured"] = time_configured(settings, bench, device)
+    if settings.data.name == "imagenet" and not bench.synthetic:
+        from resnet_repro.data.device_input import resolve_decode
+
+        paths = time_imagenet_paths(settings, bench, device)
+        result["decode_paths"] = paths
+        configured = resolve_decode(settings.data.decode, device)
+        result["configured_decode"] = configured
+        result["configured"] = (paths[configured]["end_to_end"] if configured in paths
+                                else time_configured(settings, bench, device))
+        if bench.ceiling:
+            ceiling = time_configured(settings, replace(bench, synthetic=True), device)
+            result["ceiling"] = ceiling
+            for p in paths.values():
+                p["end_to_end_vs_ceiling"] = round(p["end_to_end"]["images_per_s"] / ceiling["images_per_s"], 3)
+    else:
+        result["configured"] = time_configured(settings, bench, device)
     if bench.baseline and settings.data.name in CIFAR_SOURCES and not bench.synthetic:
         result["baseline"] = time_baseline(settings, bench, device)
         result["speedup"] = round(result["configured"]["images_per_s"] / result["baseline"]["images_per_s"], 2)
@@ -272,6 +327,14 @@ def format_result(r: dict[str, Any]) -> str:
             setup = f"{x['data']}; amp {x['amp']}, channels_last {x['channels_last']}, compile {x['compile']}"
             lines.append(f"{name:<11} {x['images_per_s']:>10.1f} {x['ms_per_iter']:>9.2f} "
                          f"{x['peak_memory_bytes'] / 2**20:>9.0f} MiB  {setup}")
+    if "decode_paths" in r:
+        lines.append(f"ImageNet input (configured: data.decode={r['configured_decode']}), images/s:")
+        for name, p in r["decode_paths"].items():
+            vs = f", {100 * p['end_to_end_vs_ceiling']:.0f}% of the ceiling" if "end_to_end_vs_ceiling" in p else ""
+            lines.append(f"  decode={name:<8} input alone {p['input']['images_per_s']:>9.1f}   "
+                         f"end to end {p['end_to_end']['images_per_s']:>9.1f}{vs}")
+        if "ceiling" in r:
+            lines.append(f"  synthetic ceiling (batches already on the device): {r['ceiling']['images_per_s']:.1f}")
     if "speedup" in r:
         lines.append(f"speed-up: {r['speedup']:.2f}x the naive baseline's images/s")
     if "concurrent" in r:

@@ -45,7 +45,7 @@ def _task(cfg: DictConfig) -> None:
         evaluate_checkpoint(
             str(cfg.ckpt), split=str(cfg.split), data_root=cfg.data_root, device=str(cfg.device),
             batch_size=int(cfg.batch_size), protocol=str(cfg.protocol), workers=int(cfg.workers),
-            precise_bn_batches=_precise_bn_setting(cfg.precise_bn_batches),
+            precise_bn_batches=_precise_bn_setting(cfg.precise_bn_batches), decode=str(cfg.get("decode", "auto")),
         )
     except ReproError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -67,7 +67,7 @@ def _precise_bn_setting(value: Any) -> int | None:
     return value
 
 
-def _precise_bn(model, settings, data_settings, device, num_batches: int, workers: int) -> str:
+def _precise_bn(model, settings, data_settings, device, num_batches: int, workers: int, decode: str = "auto") -> str:
     """Recompute the BN statistics over `num_batches` of the run's own training batches (its
     global batch, grouped as in training, training augmentation, from iteration 0); returns
     the `bn_stats` label of the numbers that follow."""
@@ -76,7 +76,7 @@ def _precise_bn(model, settings, data_settings, device, num_batches: int, worker
     from resnet_repro.precise_bn import recompute_bn_stats
 
     if data_settings.name == "imagenet":
-        data_settings = replace(data_settings, workers=workers)
+        data_settings = replace(data_settings, workers=workers, decode=decode)
     data = build_training_data(data_settings, settings.seed, batch_size=settings.trainer.batch_size,
                                eval_batch_size=settings.trainer.eval_batch_size, device=device, world=World())
     batches = data.stream.iterate(0)
@@ -99,14 +99,15 @@ def _imagenet_protocols(protocol: str) -> list[str]:
 
 
 def _eval_imagenet(
-    model, files, labels, protocols, device, workers, batch_size, what: str, norm: str = "mean_std"
+    model, files, labels, protocols, device, workers, batch_size, what: str, norm: str = "mean_std",
+    decode: str = "auto",
 ) -> list[dict[str, Any]]:
     from resnet_repro.protocols import evaluate_protocol, finalize
 
     results = []
     for proto in protocols:
         counts = evaluate_protocol(model, files, labels, proto, device=device, norm=norm, workers=workers,
-                                   batch_size=batch_size)
+                                   batch_size=batch_size, decode=decode)
         r = finalize(counts)
         print(f"{proto}: top-1 error {r['top1_err']:.2f}%, top-5 error {r['top5_err']:.2f}% ({r['n']} images) - {what}")
         results.append({"protocol": proto, "err": r["top1_err"], "top5_err": r["top5_err"], "n": r["n"]})
@@ -138,6 +139,7 @@ def evaluate_checkpoint(
     protocol: str = "auto",
     workers: int = 8,
     precise_bn_batches: int | None = None,
+    decode: str = "auto",
 ) -> dict[str, Any]:
     """Evaluate a checkpoint; returns the (first) protocol's result:
     {"split", "protocol", "err" (top-1, %), "n", "bn_stats", ...}.
@@ -145,7 +147,8 @@ def evaluate_checkpoint(
     `precise_bn_batches`: recompute BN statistics over this many training batches first
     (`precise_bn.py`); 0 uses the running averages saved in the checkpoint; None picks
     IMAGENET_PRECISE_BN_BATCHES for ImageNet runs and 0 otherwise. `bn_stats` in the result
-    (and in `eval_<protocol>.json`) says which: "running" or "precise:<batches>"."""
+    (and in `eval_<protocol>.json`) says which: "running" or "precise:<batches>". `decode`:
+    where ImageNet JPEGs are decoded (data.decode: auto, device or workers; same numbers)."""
     if split not in ("test", "val"):
         raise ConfigError(f"split must be test or val, got {split!r}")
     if batch_size < 1:
@@ -167,7 +170,7 @@ def evaluate_checkpoint(
         apply_weights(model, state, path, name)
         files, labels, _ = scan_image_folder(Path(data_root) / "val")
         results = _eval_imagenet(model.to(dev), files, labels, _imagenet_protocols(protocol), dev, workers,
-                                 batch_size, f"{name} from {path}")
+                                 batch_size, f"{name} from {path}", decode=decode)
         return {"split": "test", **results[0], "bn_stats": "running", "all": results}
 
     if not isinstance(state.get("config"), dict):
@@ -188,7 +191,7 @@ def evaluate_checkpoint(
         precise_bn_batches = IMAGENET_PRECISE_BN_BATCHES if data_settings.name == "imagenet" else 0
     bn_stats = "running"
     if precise_bn_batches:
-        bn_stats = _precise_bn(model, settings, data_settings, dev, precise_bn_batches, workers)
+        bn_stats = _precise_bn(model, settings, data_settings, dev, precise_bn_batches, workers, decode)
 
     if data_settings.name == "imagenet":
         from resnet_repro.data.imagenet import ImageNetStream, scan_image_folder
@@ -200,7 +203,7 @@ def evaluate_checkpoint(
                                holdout=data_settings.val_size)
             files, labels = s.holdout_files, s.holdout_labels
         results = _eval_imagenet(model, files, labels, _imagenet_protocols(protocol), dev, workers, batch_size, what,
-                                 norm=imagenet_norm(data_settings.norm))
+                                 norm=imagenet_norm(data_settings.norm), decode=decode)
         results = [{**r, "bn_stats": bn_stats} for r in results]
         _record(path, results, split, meta["iteration"])
         return {"split": split, **results[0], "iteration": meta["iteration"], "all": results}

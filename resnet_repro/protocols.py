@@ -10,9 +10,13 @@
 
 Views are combined by averaging their softmax probabilities (see `average_probs`).
 
-Workers decode and do the geometry on uint8 images (4x less to copy than float); batches are
-normalised on the device. Every function evaluates only files[rank::world_size] and returns
-raw counts {"top1_wrong", "top5_wrong", "n"}: sum them over processes, then `finalize`.
+Where images are decoded (`decode`, data.decode): "workers" decode (PIL) and do the geometry on
+uint8 images in DataLoader workers (4x less to copy than float); "device" has the workers read
+bytes only, and decodes the batch and applies the same view transforms on the device
+(device_input.py). Either way batches are normalised on the device, and multi-scale images are
+batched too: views of equal size (same scale, same aspect ratio) go through the model together.
+Every function evaluates only files[rank::world_size] and returns raw counts
+{"top1_wrong", "top5_wrong", "n"}: sum them over processes, then `finalize`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF
 
+from resnet_repro.data.device_input import BytesDataset, collate_bytes, decode_all, resolve_decode
 from resnet_repro.data.imagenet import (
     ImageFolderDataset,
     Normalization,
@@ -147,21 +152,40 @@ def multi_scale_probs(model: nn.Module, images: Sequence[Tensor], flips: bool = 
     linear fc; average-pooling the features and then applying fc equals applying fc at every
     position of the final map and averaging those scores (both linear), so running the whole
     image through the model is the fully-convolutional score map, averaged."""
-    logits = []
-    for x in images:
-        x = x.unsqueeze(0)
+    return multi_scale_batch_probs(model, [list(images)], flips)
+
+
+def multi_scale_batch_probs(model: nn.Module, views: Sequence[Sequence[Tensor]], flips: bool = True) -> Tensor:
+    """`multi_scale_probs` of several images at once: views[i][s] is image i at scale s
+    (normalised [3,h,w]) -> probabilities [B,K]. Views of equal size at a scale share one
+    forward pass (with their mirrors); sizes are never padded, which would change the
+    fully-convolutional scores."""
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for i, per_scale in enumerate(views):
+        for s, v in enumerate(per_scale):
+            groups.setdefault((s, *v.shape[-2:]), []).append(i)  # insertion order: by scale
+    total: Tensor | None = None
+    copies = 2 if flips else 1
+    for (s, _, _), idx in groups.items():
+        x = torch.stack([views[i][s] for i in idx])
         if flips:
-            x = torch.cat([x, x.flip(-1)])  # one forward pass for the image and its mirror
-        logits.extend(model(x).split(1))
-    return average_probs(logits)
+            x = torch.cat([x, x.flip(-1)])  # one forward pass for the images and their mirrors
+        probs = model(x).float().softmax(-1).view(copies, len(idx), -1).sum(0)
+        if total is None:
+            total = probs.new_zeros(len(views), probs.shape[-1])
+        total.index_add_(0, torch.tensor(idx, device=probs.device), probs)
+    if total is None:
+        raise ValueError("multi_scale_batch_probs needs at least one view")
+    return total / (copies * max(len(v) for v in views))
 
 
 # --------------------------------------------------------------------------------------------
 # Protocols
 
 
-def _first(batch: list) -> object:
-    return batch[0]
+def _as_lists(batch: list) -> tuple[list, Tensor]:
+    """Collate (views, label) items whose views are lists of differently sized tensors."""
+    return [v for v, _ in batch], torch.tensor([y for _, y in batch], dtype=torch.int64)
 
 
 def _count(
@@ -173,11 +197,15 @@ def _count(
     *,
     device: torch.device | str,
     workers: int,
-    images_per_batch: int | None,
+    images_per_batch: int,
     rank: int,
     world_size: int,
+    stack: bool = True,
+    decode: str = "workers",
 ) -> Counts:
-    """Shared loop: shard, load views in workers, score each batch, count errors."""
+    """Shared loop: shard, load views (in workers, or decoded and viewed on the device),
+    score each batch, count errors. `stack`: a batch's views are one tensor (else a list per
+    image: multi-scale)."""
     if len(files) != len(labels):
         raise DataError(f"{len(files)} files but {len(labels)} labels")
     if not 0 <= rank < world_size:
@@ -185,13 +213,18 @@ def _count(
     if workers < 0:
         raise ConfigError(f"workers must be >= 0, got {workers}")
     device = torch.device(device)
-    dataset = ImageFolderDataset(list(files)[rank::world_size], list(labels)[rank::world_size], view)
+    decode = resolve_decode(decode, device)
+    files, labels = list(files)[rank::world_size], list(labels)[rank::world_size]
+    if decode == "device":
+        dataset, collate = BytesDataset(files, labels), collate_bytes
+    else:
+        dataset, collate = ImageFolderDataset(files, labels, view), None if stack else _as_lists
     loader = DataLoader(
         dataset,
-        batch_size=images_per_batch or 1,
-        collate_fn=None if images_per_batch else _first,  # None: one image, a list of views
+        batch_size=images_per_batch,
+        collate_fn=collate,
         num_workers=workers,
-        pin_memory=device.type == "cuda",
+        pin_memory=device.type == "cuda" and decode == "workers",
         generator=loader_generator(),
     )
     counts = {"top1_wrong": 0, "top5_wrong": 0, "n": 0}
@@ -199,7 +232,13 @@ def _count(
     model.eval()
     try:
         with torch.no_grad():
-            for x, y in iterate_loader(loader):
+            for batch in iterate_loader(loader):
+                if decode == "device":
+                    datas, y, keys = batch
+                    views = [view(img) for img in decode_all(datas, [files[k] for k in keys], device)]
+                    x = torch.stack(views) if stack else views
+                else:
+                    x, y = batch
                 y = torch.as_tensor(y).view(-1)
                 probs = score(x)
                 counts["top1_wrong"] += topk_wrong(probs, y, 1)
@@ -217,7 +256,7 @@ def _to(x: Tensor, device: torch.device | str) -> Tensor:
 def center_crop(
     model: nn.Module, files: Sequence[str], labels: Sequence[int], *, device: torch.device | str,
     norm: str | Normalization = "mean_std", workers: int = 8, batch_size: int = 256,
-    rank: int = 0, world_size: int = 1,
+    rank: int = 0, world_size: int = 1, decode: str = "workers",
 ) -> Counts:
     """Shorter side 256, centre 224 crop: the single-view ("centre-crop") error of Figure 4.
     `batch_size`: images per forward pass."""
@@ -226,13 +265,14 @@ def center_crop(
         model, files, labels, center_crop_transform(RESIZE, CROP, norm=None),
         lambda x: model(nz(_to(x, device))).float().softmax(-1),
         device=device, workers=workers, images_per_batch=max(1, batch_size), rank=rank, world_size=world_size,
+        decode=decode,
     )
 
 
 def ten_crop(
     model: nn.Module, files: Sequence[str], labels: Sequence[int], *, device: torch.device | str,
     norm: str | Normalization = "mean_std", workers: int = 8, batch_size: int = 256,
-    rank: int = 0, world_size: int = 1,
+    rank: int = 0, world_size: int = 1, decode: str = "workers",
 ) -> Counts:
     """§3.4 "standard 10-crop testing" (AlexNet's): shorter side 256; the 4 corner and the
     centre 224 crops and their horizontal flips; the 10 softmax outputs are AVERAGED (the paper
@@ -243,6 +283,7 @@ def ten_crop(
         model, files, labels, TenCrop(RESIZE, CROP),
         lambda x: ten_crop_probs(model, nz(_to(x, device))),
         device=device, workers=workers, images_per_batch=max(1, batch_size // 10), rank=rank, world_size=world_size,
+        decode=decode,
     )
 
 
@@ -250,18 +291,21 @@ def multi_scale(
     model: nn.Module, files: Sequence[str], labels: Sequence[int], *, device: torch.device | str,
     norm: str | Normalization = "mean_std", workers: int = 8, batch_size: int = 1,
     rank: int = 0, world_size: int = 1, scales: Sequence[int] = MULTI_SCALES, flips: bool = True,
+    decode: str = "workers",
 ) -> Counts:
     """§3.4 fully-convolutional multi-scale testing (Table 4): each whole image is resized to
     shorter side s in {224, 256, 384, 480, 640} (aspect kept) and run through the model, with
     its horizontal mirror; the softmax probabilities are averaged over the 10 views. The paper
     follows [41, 13], which average an image's and its flip's scores; `flips=False` leaves the
-    mirrors out. Images differ in size, so one image goes through at a time (`batch_size` is
-    ignored)."""
+    mirrors out. `batch_size // 20` images per batch (at least 1): the largest forward pass,
+    at 640 with the mirrors, then holds about as many pixels as `batch_size` 224 crops
+    (2 * 640 * 853 / 224^2 = 21.8 for a 4:3 image). Views of equal size are batched."""
     nz = normalization(norm)
     return _count(
         model, files, labels, MultiScale(scales),
-        lambda views: multi_scale_probs(model, [nz(_to(v, device)) for v in views], flips),
-        device=device, workers=workers, images_per_batch=None, rank=rank, world_size=world_size,
+        lambda batch: multi_scale_batch_probs(model, [[nz(_to(v, device)) for v in views] for views in batch], flips),
+        device=device, workers=workers, images_per_batch=max(1, batch_size // 20), rank=rank,
+        world_size=world_size, stack=False, decode=decode,
     )
 
 
@@ -280,13 +324,15 @@ def evaluate_protocol(
     batch_size: int = 256,
     rank: int = 0,
     world_size: int = 1,
+    decode: str = "workers",
 ) -> Counts:
     """Counts of one protocol ("center", "ten_crop" or "multi_scale") on files[rank::world_size].
-    `batch_size` is the model's forward batch (ten_crop: crops; multi_scale: one image)."""
+    `batch_size` is the model's forward batch (ten_crop: crops; multi_scale: about as many
+    pixels as that many 224 crops). `decode`: "workers", "device" or "auto" (data.decode)."""
     try:
         fn = _PROTOCOL_FNS[protocol]
     except KeyError:
         raise ConfigError(f"unknown ImageNet protocol {protocol!r}; choose from: {', '.join(PROTOCOLS)}") from None
     return fn(model, files, labels, device=device, norm=norm, workers=workers, batch_size=batch_size,
-              rank=rank, world_size=world_size)
+              rank=rank, world_size=world_size, decode=decode)
 

@@ -56,6 +56,7 @@ class DataSettings:
     crop: int = 224  # imagenet: §3.4 "224x224 crop"
     scale: tuple[int, int] = (256, 480)  # imagenet: §3.4 shorter side in [256, 480]
     lighting_std: float = 0.1  # imagenet: §3.4 PCA colour augmentation, alpha std 0.1
+    decode: str = "auto"  # imagenet: where JPEGs are decoded and augmented (device_input.py)
 
 
 class BatchStream(Protocol):
@@ -146,7 +147,7 @@ def _imagenet_data(settings: DataSettings, seed: int, batch_size: int, eval_batc
     stream = ImageNetStream(
         settings.root, batch_size, seed, device=device, rank=world.rank, world_size=world.size,
         workers=settings.workers, crop=settings.crop, scale=tuple(settings.scale),
-        lighting_std=settings.lighting_std, holdout=settings.val_size, norm=norm,
+        lighting_std=settings.lighting_std, holdout=settings.val_size, norm=norm, decode=settings.decode,
     )
     val_files, val_labels, _ = scan_image_folder(Path(settings.root) / "val", stream.classes)
     held = {
@@ -161,7 +162,7 @@ def _imagenet_data(settings: DataSettings, seed: int, batch_size: int, eval_batc
                 continue
             counts = evaluate_protocol(
                 model, files, labels, "center", device=device, norm=norm, workers=settings.workers,
-                batch_size=eval_batch_size, rank=world.rank, world_size=world.size,
+                batch_size=eval_batch_size, rank=world.rank, world_size=world.size, decode=stream.decode,
             )
             c = torch.tensor([counts["top1_wrong"], counts["top5_wrong"], counts["n"]], dtype=torch.float64)
             c = all_reduce_sum(c.to(device), world).cpu()
@@ -173,6 +174,7 @@ def _imagenet_data(settings: DataSettings, seed: int, batch_size: int, eval_batc
     return TrainingData(
         stream, stream.num_classes, sizes, run,
         fingerprint=_names_fingerprint(stream.root, [*stream.files, *stream.holdout_files, *val_files]),
+        extra={"decode": stream.decode, "bad_images": stream.bad_images},  # skipped files, for the summary
     )
 
 

@@ -182,9 +182,9 @@ class Lighting(nn.Module):
         self.register_buffer("eigval", torch.tensor(eigval, dtype=torch.float32), persistent=False)
         self.register_buffer("eigvec", torch.tensor(eigvec, dtype=torch.float32), persistent=False)
 
-    def offset(self) -> Tensor:
-        """One draw of the RGB offset [3]."""
-        alpha = torch.randn(3) * self.alphastd
+    def offset(self, generator: torch.Generator | None = None) -> Tensor:
+        """One draw of the RGB offset [3] (from torch's global RNG unless `generator`)."""
+        alpha = torch.randn(3, generator=generator) * self.alphastd
         return self.eigvec @ (alpha * self.eigval)
 
     def forward(self, img: Tensor) -> Tensor:
@@ -395,6 +395,8 @@ class ImageNetStream:
         holdout: int = 0,
         pin_memory: bool | None = None,
         prefetch_factor: int = 2,
+        decode: str = "auto",
+        ahead: int = 2,
     ) -> None:
         self.root = Path(root).expanduser().absolute()
         self.device = torch.device(device)
@@ -421,6 +423,14 @@ class ImageNetStream:
         self.pin_memory = self.device.type == "cuda" if pin_memory is None else pin_memory
         self.transform = train_transform(crop, scale, lighting_std, norm)
         self.dataset = ImageFolderDataset(self.files, self.labels, self.transform)
+        # data.decode=device (device_input.py): the same draws, made on the device in batches.
+        from resnet_repro.data.device_input import BadImages, resolve_decode
+
+        self.decode = resolve_decode(decode, self.device)
+        self.crop, self.scale = crop, (int(scale[0]), int(scale[1]))
+        self.lighting, self.norm = Lighting(lighting_std), normalization(norm)
+        self.ahead = ahead  # device path: batches prepared ahead by a background thread
+        self.bad_images = BadImages()  # device path: undecodable training images skipped
         # Validates batch size and rank; fixes steps_per_epoch.
         self.steps_per_epoch = IterationBatchSampler(self.n_train, batch_size, seed, 0, rank, world_size).steps_per_epoch
 
@@ -430,6 +440,12 @@ class ImageNetStream:
     def iterate(self, start_iter: int) -> Iterator[tuple[Tensor, Tensor]]:
         """(images float32 [B,3,crop,crop], labels int64 [B]) on the device for iterations
         start_iter, start_iter + 1, ... (the trainer's interface), forever."""
+        if self.decode == "device":
+            return self._device_batches(start_iter)
+        return self._worker_batches(start_iter)
+
+    def _worker_batches(self, start_iter: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """data.decode=workers: workers decode (PIL) and augment each image."""
         w = self.workers
         loader = DataLoader(
             self.dataset,
@@ -443,6 +459,42 @@ class ImageNetStream:
         )
         for x, y in iterate_loader(loader):
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def _device_batches(self, start_iter: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """data.decode=device: workers read bytes; a background thread decodes and augments
+        each batch on the device (device_input.py)."""
+        from resnet_repro.data.device_input import BytesDataset, background, collate_bytes
+
+        w = self.workers
+        loader = DataLoader(
+            BytesDataset(self.files, self.labels),
+            batch_sampler=self.sampler(start_iter),
+            num_workers=w,
+            collate_fn=collate_bytes,
+            prefetch_factor=self.prefetch_factor if w > 0 else None,
+            generator=loader_generator(self.seed),
+        )
+        raw = iter(loader)  # start the workers here, before the producer thread exists
+
+        def make() -> Iterator[tuple[Tensor, Tensor]]:
+            for datas, labels, keys in iterate_loader(raw):
+                yield self.device_batch(datas, labels, keys)
+
+        return background(make, self.ahead, self.device)
+
+    def device_batch(self, datas: list[Tensor], labels: Tensor, keys: list[tuple[int, int]]) -> tuple[Tensor, Tensor]:
+        """One training batch from file bytes and `(index, sample_seed)` keys, on the device."""
+        from resnet_repro.data.device_input import augment_batch, decode_batch, stand_ins
+
+        images, bad = decode_batch(datas, self.device)
+        if bad:
+            for i, reason in sorted(bad.items()):
+                self.bad_images.add(self.files[keys[i][0]], reason)
+            labels = labels.clone()
+            for i, j in stand_ins(len(images), list(bad)).items():
+                images[i], labels[i] = images[j], labels[j]
+        x, _ = augment_batch(images, [s for _, s in keys], self.crop, self.scale, self.lighting, self.norm)
+        return x, labels.to(self.device, non_blocking=True)
 
 
 # --------------------------------------------------------------------------------------------
