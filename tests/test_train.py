@@ -404,6 +404,22 @@ def test_malformed_image_folder_is_one_line(tmp_path: Path, problem: str) -> Non
     assert len(lines) == 1 and expect in lines[0], r.stderr
 
 
+def test_eval_on_a_folder_of_other_classes_is_refused_naming_both_counts(tmp_path: Path) -> None:
+    trained_on, other = tmp_path / "two", tmp_path / "three"
+    _write_folder(trained_on)
+    _write_folder(other, classes=("a", "b", "c"))
+    run = tmp_path / "run"
+    assert cli("train", *TINY_TRAINER, "data=cifar10_folder", f"data.root={trained_on}",
+               f"data.cache_dir={tmp_path / 'cache'}", "data.val_size=0", "trainer.batch_size=2", "trainer.max_iters=2",
+               "trainer.eval_every=2", "model.bn_group_size=2", f"hydra.run.dir={run}").returncode == 0
+    r = cli("eval", f"ckpt={run}", f"data_root={other}", "device=cpu")
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert lines == [f"error: the checkpoint's classifier has 2 classes but {other} has 3: "
+                     "evaluate it on data with the same classes"]
+    assert cli("eval", f"ckpt={run}", f"data_root={trained_on}", "device=cpu").returncode == 0  # same classes: fine
+
+
 def test_checkpoint_of_another_model_is_refused_and_kept(tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert cli("train", *TINY, f"hydra.run.dir={run}").returncode == 0
