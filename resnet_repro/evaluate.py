@@ -24,7 +24,7 @@ from resnet_repro.checkpoint import FORMAT, check_compatible, load_checkpoint, r
 from resnet_repro.data.build import imagenet_norm, load_cifar_splits
 from resnet_repro.data.pipeline import eval_batches
 from resnet_repro.engine import evaluate
-from resnet_repro.errors import CheckpointError, ConfigError, ReproError
+from resnet_repro.errors import CheckpointError, ConfigError, DataError, ReproError
 from resnet_repro.loggers import write_json_atomic
 from resnet_repro.models import build_from_arch, get_arch
 from resnet_repro.pretrained import apply_weights, infer_torchvision_model
@@ -114,6 +114,14 @@ def _eval_imagenet(
     return results
 
 
+def _check_classes(model_classes: int, data_classes: int, where: str | Path) -> None:
+    """Refuse data whose classes the classifier was not trained on: its outputs would be scored
+    against labels that mean something else (issue 14: "100% error", exit 0)."""
+    if model_classes != data_classes:
+        raise DataError(f"the checkpoint's classifier has {model_classes} classes but {where} has {data_classes}: "
+                        f"evaluate it on data with the same classes")
+
+
 def _record(path: Path, results: list[dict[str, Any]], split: str, iteration: int) -> None:
     """Save each protocol's result beside the run (`<run>/eval_<protocol>.json`), where
     `report` finds the 10-crop and multi-scale numbers of Tables 2-4."""
@@ -166,9 +174,14 @@ def evaluate_checkpoint(
         if precise_bn_batches:
             raise ConfigError(f"{path} is a torchvision weights file: precise BN statistics need the run's own "
                               f"training data and recipe (use precise_bn_batches=0)")
-        model = build_from_arch(get_arch(name))
+        files, labels, classes = scan_image_folder(Path(data_root) / "val")
+        head = state.get("fc.weight")
+        num_classes = head.shape[0] if head is not None else get_arch(name).num_classes
+        _check_classes(num_classes, len(classes), Path(data_root) / "val")
+        # The head's own size: a fine-tuned file keeps its classifier (apply_weights would
+        # otherwise leave a head of another size freshly initialised).
+        model = build_from_arch(replace(get_arch(name), num_classes=num_classes))
         apply_weights(model, state, path, name)
-        files, labels, _ = scan_image_folder(Path(data_root) / "val")
         results = _eval_imagenet(model.to(dev), files, labels, _imagenet_protocols(protocol), dev, workers,
                                  batch_size, f"{name} from {path}", decode=decode)
         return {"split": "test", **results[0], "bn_stats": "running", "all": results}
@@ -189,28 +202,37 @@ def evaluate_checkpoint(
     what = f"{settings.model.name} at iteration {meta['iteration']}, {path}"
     if precise_bn_batches is None:
         precise_bn_batches = IMAGENET_PRECISE_BN_BATCHES if data_settings.name == "imagenet" else 0
+    if protocol not in ("auto", "single") and data_settings.name != "imagenet":
+        raise ConfigError(f"CIFAR is tested on the single original view (§4.2): protocol=single, got {protocol!r}")
+
+    # Read the data (and check its classes) before precise BN, which can take minutes.
+    if data_settings.name == "imagenet":
+        from resnet_repro.data.imagenet import ImageNetStream, scan_image_folder
+
+        if split == "test":
+            where = Path(data_settings.root) / "val"
+            files, labels, classes = scan_image_folder(where)
+        else:
+            where = Path(data_settings.root) / "train"
+            s = ImageNetStream(data_settings.root, 1, settings.seed, device="cpu", workers=0,
+                               holdout=data_settings.val_size)
+            files, labels, classes = s.holdout_files, s.holdout_labels, s.classes
+    else:
+        splits = load_cifar_splits(data_settings, settings.seed)
+        where, classes = data_settings.root or data_settings.name, splits.classes
+    _check_classes(arch.num_classes, len(classes), where)
+
     bn_stats = "running"
     if precise_bn_batches:
         bn_stats = _precise_bn(model, settings, data_settings, dev, precise_bn_batches, workers, decode)
 
     if data_settings.name == "imagenet":
-        from resnet_repro.data.imagenet import ImageNetStream, scan_image_folder
-
-        if split == "test":
-            files, labels, _ = scan_image_folder(Path(data_settings.root) / "val")
-        else:
-            s = ImageNetStream(data_settings.root, 1, settings.seed, device="cpu", workers=0,
-                               holdout=data_settings.val_size)
-            files, labels = s.holdout_files, s.holdout_labels
         results = _eval_imagenet(model, files, labels, _imagenet_protocols(protocol), dev, workers, batch_size, what,
                                  norm=imagenet_norm(data_settings.norm), decode=decode)
         results = [{**r, "bn_stats": bn_stats} for r in results]
         _record(path, results, split, meta["iteration"])
         return {"split": split, **results[0], "iteration": meta["iteration"], "all": results}
 
-    if protocol not in ("auto", "single"):
-        raise ConfigError(f"CIFAR is tested on the single original view (§4.2): protocol=single, got {protocol!r}")
-    splits = load_cifar_splits(data_settings, settings.seed)
     chosen = splits.test if split == "test" else splits.val
     if len(chosen) == 0:
         raise ConfigError(f"the run has no {split} split (data.val_size=0)")

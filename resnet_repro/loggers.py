@@ -55,14 +55,31 @@ def to_plain(v: Any, *, finite_json: bool = True) -> Any:
     raise TypeError(f"cannot log a value of type {type(v).__name__}: {v!r}")
 
 
+# Records (summary.json, eval_*.json, ...) keep 12 significant digits: far more than any
+# measured number means, and the binary noise of `100 * 0.781` (78.10000000000001) is gone.
+RECORD_DIGITS = 12
+
+
+def round_floats(v: Any, digits: int = RECORD_DIGITS) -> Any:
+    """Every float in a plain JSON value rounded to `digits` significant digits."""
+    if isinstance(v, float):
+        return float(f"{v:.{digits}g}")
+    if isinstance(v, dict):
+        return {k: round_floats(x, digits) for k, x in v.items()}
+    if isinstance(v, list):
+        return [round_floats(x, digits) for x in v]
+    return v
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON via a temp file + rename: readers never see half a summary.json."""
+    """Write a record as JSON via a temp file + rename (readers never see half a summary.json),
+    floats rounded to RECORD_DIGITS significant digits."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(to_plain(obj), f, indent=2, allow_nan=False)
+            json.dump(round_floats(to_plain(obj)), f, indent=2, allow_nan=False)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())

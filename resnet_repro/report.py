@@ -3,7 +3,8 @@
 Reads every run under the given directories (a run dir is one with `summary.json`; a dir with
 `metrics.jsonl` or a checkpoint but no summary is an unfinished run, listed as incomplete),
 groups the runs by experiment name, data set and recipe (architecture, length, schedule, data
-sizes: runs of different recipes are never averaged together), and writes into `--out`:
+sizes: runs of different recipes are never averaged together), and writes into `--out`
+(default `./report`: the run directories are only read, never written):
 
   report.md            Table 6 (CIFAR-10), plain nets, Tables 2/3/4 (ImageNet), figures, runs
   results.csv          every table row, one metric per line
@@ -656,7 +657,7 @@ def figure_sections(cifar: Sequence[Group], imagenet: Sequence[Group], out: Path
         md += ["## Figure 6: CIFAR-10 training curves", "",
                f"![Figure 6]({FIGURE6})", "",
                "Dashed: training error (logged every `trainer.log_every` iterations, augmented batches); bold: "
-               "test error (every `trainer.eval_every`). x axis in units of 1e4 iterations, as in the paper. "
+               "test error (every `trainer.eval_every`). x axis: iterations (k = thousand, M = million). "
                "One colour per depth; with several seeds each curve is the mean over seeds at the iterations "
                "they all logged. The right panel (ResNet-110 vs ResNet-1202) appears when a ResNet-1202 run exists.",
                ""]
@@ -786,7 +787,9 @@ def build_report(
     if not runs and not incomplete:
         where = ", ".join(str(p) for p in paths) + (f", W&B {wandb}" if wandb else "")
         raise ReproError(f"no runs found under {where} (a run directory has summary.json)")
-    out_dir = Path(out) if out is not None else Path(paths[0]) if len(paths) == 1 else Path("report")
+    # One default whatever the inputs: run directories are records (maybe shared or read-only),
+    # so a report never lands inside one unless --out says so.
+    out_dir = Path(out) if out is not None else Path("report")
     out_dir.mkdir(parents=True, exist_ok=True)
 
     groups = group_runs(runs)
@@ -824,7 +827,8 @@ def cli_main(argv: list[str]) -> int:
         "and 7. Writes report.md, results.csv and PNGs into --out and prints the markdown.",
     )
     parser.add_argument("dirs", nargs="*", help="run directories or directories containing runs (searched recursively)")
-    parser.add_argument("--out", default=None, help="output directory (default: the one given dir, or ./report)")
+    parser.add_argument("--out", default=None, help="output directory (default: ./report in the current directory; "
+                        "the run directories are only read)")
     parser.add_argument("--sigma-cifar", type=float, default=judge.SIGMA_CIFAR,
                         help=f"per-run std of the test error in points (default {judge.SIGMA_CIFAR}: Table 6)")
     parser.add_argument("--sigma-imagenet", type=float, default=judge.SIGMA_IMAGENET,

@@ -73,27 +73,41 @@ def test_train_on_an_image_folder_then_evaluate_every_protocol(tmp_path: Path, f
     assert [x["protocol"] for x in r["all"]] == ["center", "ten_crop", "multi_scale"]
     assert all((x["n"], x["err"], x["top5_err"]) == (6, 100.0 * 4 / 6, 0.0) for x in r["all"])
     saved = json.loads((tmp_path / "eval_ten_crop.json").read_text())  # for `report` (Tables 2-3)
-    assert saved["protocol"] == "ten_crop" and saved["err"] == r["all"][1]["err"] and saved["split"] == "test"
+    assert saved["protocol"] == "ten_crop" and saved["err"] == pytest.approx(r["all"][1]["err"], rel=1e-11) and saved["split"] == "test"
 
 
-def test_eval_of_a_torchvision_weights_file(tmp_path: Path, folder: Path) -> None:
-    # Random features, but a classifier with known outputs: zero weights and a bias whose top-1
-    # is class 0 and whose top-5 ({0, 1, 3, 4, 5}) leaves out class 2 (of the folder's 0, 1, 2).
-    torch.manual_seed(0)
-    weights = tmp_path / "resnet18-random.pth"
-    state = torchvision.models.resnet18(weights=None).state_dict()
-    state["fc.weight"].zero_()
-    state["fc.bias"].copy_(-torch.arange(1000.0) / 1000)
-    state["fc.bias"][2] = -10.0
-    torch.save(state, weights)
-    r = subprocess.run(
+def _eval_cli(weights: Path, folder: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "-m", "resnet_repro", "eval", f"ckpt={weights}", f"data_root={folder}",
          "protocol=ten_crop", "workers=0", "device=cpu", "batch_size=20"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
+
+
+def test_eval_of_a_torchvision_weights_file(tmp_path: Path, folder: Path) -> None:
+    # A file fine-tuned to the folder's 3 classes: random features, but a classifier with known
+    # outputs (zero weights, a bias whose top-1 is class 0), so 4 of the 6 val images are wrong;
+    # a randomly re-initialised head would not give exactly that.
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet18-3-classes.pth"
+    state = torchvision.models.resnet18(weights=None, num_classes=3).state_dict()
+    state["fc.weight"].zero_()
+    state["fc.bias"].copy_(torch.tensor([1.0, 0.5, 0.0]))
+    torch.save(state, weights)
+    r = _eval_cli(weights, folder)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("ten_crop: top-1 error 66.67%, top-5 error 33.33% (6 images)")  # 4/6, 2/6
+    assert r.stdout.startswith("ten_crop: top-1 error 66.67%, top-5 error 0.00% (6 images)")  # 4/6
     assert "torchvision_resnet18" in r.stdout
+
+
+def test_eval_refuses_weights_for_other_classes_naming_both_counts(tmp_path: Path, folder: Path) -> None:
+    weights = tmp_path / "resnet18-1000-classes.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)  # ImageNet's 1000-way head
+    r = _eval_cli(weights, folder)
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the checkpoint's classifier has 1000 classes but ")
+    assert f"{folder / 'val'} has 3" in lines[0]
 
 
 def test_imagenet_without_a_root_is_one_line(tmp_path: Path) -> None:

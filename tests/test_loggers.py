@@ -93,6 +93,17 @@ def test_write_json_atomic_replaces_the_file(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
 
 
+def test_records_are_written_without_binary_float_noise(tmp_path: Path) -> None:
+    path = tmp_path / "summary.json"
+    assert 100 * 0.781 == 78.10000000000001  # what a percentage of a fraction gives
+    write_json_atomic(path, {"test_err": 100 * 0.781, "runs": [{"loss": 0.1 + 0.2}], "iters": 64000,
+                             "ok": True, "tiny": 1.234567890123456e-08})
+    text = path.read_text()
+    assert '"test_err": 78.1,' in text and '"loss": 0.3' in text
+    assert json.loads(text) == {"test_err": 78.1, "runs": [{"loss": 0.3}], "iters": 64000, "ok": True,
+                                "tiny": 1.23456789012e-08}  # 12 significant digits, at any scale
+
+
 def test_scrub_secrets_drops_credentials_at_any_depth() -> None:
     cfg = {
         "lr": 0.1,

@@ -6,10 +6,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ from resnet_repro.cli import CONF_DIR, main
 from resnet_repro.data.build import load_cifar_splits
 from resnet_repro.data.pipeline import eval_batches
 from resnet_repro.errors import ReproError
+from resnet_repro.figures import MAX_TICK_BINS, Curves, draw_figure4, draw_figure6, draw_figure7
 from resnet_repro.loggers import read_jsonl
 from resnet_repro.models import build_from_arch, build_model
 from resnet_repro import judge
@@ -347,6 +350,84 @@ def test_figure7_section_is_skipped_when_no_run_has_layer_responses(runs_dir: Pa
     assert (tmp_path / "out" / "figure6_cifar.png").is_file()
 
 
+def _curves(label: str, depth: int, iters: int, log_every: int, eval_every: int, err: float) -> Curves:
+    """Curves near `err`% (a short run's errors stay high: the old legend corner was full)."""
+    tr = list(range(log_every, iters + 1, log_every))
+    te = list(range(eval_every, iters + 1, eval_every))
+    return Curves(label, depth, tr, [err - 3 + 2 * i / iters for i in tr], te, [err + depth / 40 for _ in te])
+
+
+def _drawn(fig) -> tuple[Any, Any]:
+    fig.canvas.draw()
+    return fig, fig.canvas.get_renderer()
+
+
+def _close(fig) -> None:
+    import matplotlib.pyplot as plt  # already imported (Agg) by the figure that is closed
+
+    plt.close(fig)
+
+
+def _visible_xticks(ax) -> list[tuple[float, str]]:
+    lo, hi = ax.get_xlim()
+    return [(loc, t.get_text()) for loc, t in zip(ax.get_xticks(), ax.get_xticklabels()) if lo <= loc <= hi]
+
+
+def _overlap(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def _tick_value(label: str) -> float:
+    return float(label.rstrip("kM")) * {"k": 1e3, "M": 1e6}.get(label[-1:], 1)
+
+
+@pytest.mark.parametrize("iters, log_every, eval_every", [(12, 2, 6), (64_000, 100, 2000), (600_000, 1000, 10_000),
+                                                           (1_250_000, 5000, 50_000)])
+def test_iteration_ticks_are_a_few_short_whole_numbers_at_any_run_length(iters: int, log_every: int,
+                                                                          eval_every: int) -> None:
+    a, b = (_curves(n, d, iters, log_every, eval_every, 60.0) for n, d in (("ResNet-18", 18), ("ResNet-34", 34)))
+    for fig in (draw_figure4([a], [a, b]), draw_figure6([a], [a, b], [a, b])):
+        fig, renderer = _drawn(fig)
+        for ax in fig.axes:
+            ticks = _visible_xticks(ax)
+            assert 3 <= len(ticks) <= MAX_TICK_BINS + 1
+            labels = [t for _, t in ticks]
+            assert all(re.fullmatch(r"\d+(\.\d+)?[kM]?", t) for t in labels), labels  # 0, 5, 40k, 1.2M
+            assert all(_tick_value(t) == loc == int(loc) for loc, t in ticks), ticks  # whole iterations, exact
+            if iters >= 10_000:
+                assert all(t == "0" or t[-1] in "kM" for t in labels), labels
+            boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text() in labels]
+            assert not any(_overlap(p, q) for i, p in enumerate(boxes) for q in boxes[i + 1:]), labels
+        _close(fig)
+
+
+def test_legends_cover_no_data_point_and_stay_inside_the_figure() -> None:
+    short = [_curves(n, d, 12, 2, 6, 89.0) for n, d in (("ResNet-20", 20), ("ResNet-32", 32))]
+    for fig in (draw_figure6(short, short, short), draw_figure4(short, short),
+                draw_figure7([("ResNet-8", [1.2, 1.0, 1.1, 0.9]), ("plain-8", [1.3, 1.25, 1.2, 1.2])])):
+        fig, renderer = _drawn(fig)
+        legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+        assert legends
+        for legend in legends:
+            box = legend.get_window_extent(renderer)
+            assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 and fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1
+            for ax in fig.axes:
+                for line in ax.get_lines():
+                    points = line.get_transform().transform(line.get_xydata())
+                    assert not any(box.contains(x, y) for x, y in points), line.get_label()
+        _close(fig)
+
+
+@pytest.mark.parametrize("layers", [3, 7, 55])
+def test_figure7_layer_indices_are_whole_numbers(layers: int) -> None:
+    fig, _ = _drawn(draw_figure7([("ResNet", [1 / (1 + i) for i in range(layers)])]))
+    for ax in fig.axes:
+        ticks = _visible_xticks(ax)
+        assert 2 <= len(ticks) <= MAX_TICK_BINS + 1
+        assert all(loc == int(loc) and t == str(int(loc)) for loc, t in ticks), ticks
+    _close(fig)
+
+
 # -- Figure 7 analysis --------------------------------------------------------------------------
 
 
@@ -405,11 +486,26 @@ def test_unfinished_run_is_listed_as_incomplete_not_an_error(runs_dir: Path, tmp
     shutil.copytree(runs_dir / "cifar_plain20-seed0", done)
     shutil.copytree(runs_dir / "cifar_plain32-seed0", unfinished)
     (unfinished / "summary.json").unlink()  # killed before the end: metrics.jsonl, no summary
-    rep = build_report([tmp_path / "sweep"])
-    assert rep.out == tmp_path / "sweep" and (rep.out / "report.md").is_file()
+    rep = build_report([tmp_path / "sweep"], out=tmp_path / "out")
+    assert (rep.out / "report.md").is_file()
     incomplete = rep.markdown.split("### Incomplete runs", 1)[1]
     assert "1-unfinished" in incomplete and "cifar_plain32" in incomplete and "| 4 |" in incomplete
     assert "1 finished run(s) and 1 incomplete run(s)" in rep.markdown
+
+
+def test_without_out_the_report_goes_to_report_in_the_current_dir_never_into_a_run_dir(
+        runs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    one, two = runs_dir / "cifar_resnet20-seed0", runs_dir / "cifar_plain20-seed0"
+    for dirs in ([one], [one, two], [runs_dir]):
+        (tmp_path / "report" / "report.md").unlink(missing_ok=True)
+        assert main(["report", *map(str, dirs)]) == 0
+        assert (tmp_path / "report" / "report.md").is_file(), dirs
+    assert "wrote report/report.md" in capsys.readouterr().out
+    assert not list(runs_dir.rglob("report.md")) and not list(runs_dir.rglob("*.png"))  # inputs only read
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    assert "default: ./report" in capsys.readouterr().out
 
 
 def test_report_command_writes_report_md_and_results_csv_and_prints_the_markdown(runs_dir: Path,
@@ -497,6 +593,6 @@ def test_degradation_sweep_launches_one_job_per_model_and_reports_them(tmp_path:
     assert p.returncode == 0, p.stderr[-2000:]
     summaries = {json.loads(f.read_text())["exp_name"]: f.parent.name for f in sweep.glob("*/summary.json")}
     assert summaries == {"cifar_plain20": "0-cifar_plain20-seed0", "cifar_resnet20": "1-cifar_resnet20-seed0"}
-    rep = build_report([sweep])
+    rep = build_report([sweep], out=tmp_path / "report")
     assert {r["model"] for r in csv.DictReader(open(rep.out / "results.csv")) if r["n"] == "1"} == {
         "cifar_resnet20", "cifar_plain20"}

@@ -18,7 +18,7 @@ from resnet_repro.checkpoint import load_checkpoint, save_checkpoint
 from resnet_repro.data.build import load_cifar_splits
 from resnet_repro.paths import CONF_DIR
 from resnet_repro.evaluate import evaluate_checkpoint
-from resnet_repro.loggers import read_jsonl
+from resnet_repro.loggers import read_jsonl, round_floats
 from resnet_repro.schedule import build_schedule
 from resnet_repro.settings import run_settings
 from resnet_repro.train import train_from_config
@@ -96,7 +96,7 @@ def test_run_dir_holds_metrics_summary_checkpoint_and_config(tmp_path: Path) -> 
     evals = [r for r in rows if "test/err" in r]
     assert [r["iter"] for r in evals] == [6, 12] and all("val/err" in r for r in evals)
     on_disk = json.loads((tmp_path / "summary.json").read_text())
-    assert on_disk == summary
+    assert on_disk == round_floats(summary)  # records keep 12 significant digits
     assert summary["test_err"] == evals[-1]["test/err"]
     assert summary["best_val_err"] == min(r["val/err"] for r in evals)
     for key in ("params", "macs", "seed", "iterations", "train_time_s", "wall_time_s", "images_per_s", "peak_memory_bytes",
@@ -256,7 +256,7 @@ def test_resume_refuses_a_changed_recipe_and_keeps_the_checkpoint(tmp_path: Path
 def test_rerunning_a_complete_run_keeps_its_results(tmp_path: Path) -> None:
     first = train(tmp_path, [])
     again = train(tmp_path, [])
-    assert again == first
+    assert again == round_floats(first)  # read back from summary.json: 12 significant digits
 
 
 # -- eval -----------------------------------------------------------------------------------------
@@ -403,6 +403,22 @@ def test_malformed_image_folder_is_one_line(tmp_path: Path, problem: str) -> Non
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and expect in lines[0], r.stderr
+
+
+def test_eval_on_a_folder_of_other_classes_is_refused_naming_both_counts(tmp_path: Path) -> None:
+    trained_on, other = tmp_path / "two", tmp_path / "three"
+    _write_folder(trained_on)
+    _write_folder(other, classes=("a", "b", "c"))
+    run = tmp_path / "run"
+    assert cli("train", *TINY_TRAINER, "data=cifar10_folder", f"data.root={trained_on}",
+               f"data.cache_dir={tmp_path / 'cache'}", "data.val_size=0", "trainer.batch_size=2", "trainer.max_iters=2",
+               "trainer.eval_every=2", "model.bn_group_size=2", f"hydra.run.dir={run}").returncode == 0
+    r = cli("eval", f"ckpt={run}", f"data_root={other}", "device=cpu")
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert lines == [f"error: the checkpoint's classifier has 2 classes but {other} has 3: "
+                     "evaluate it on data with the same classes"]
+    assert cli("eval", f"ckpt={run}", f"data_root={trained_on}", "device=cpu").returncode == 0  # same classes: fine
 
 
 def test_checkpoint_of_another_model_is_refused_and_kept(tmp_path: Path) -> None:
