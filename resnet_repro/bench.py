@@ -38,7 +38,6 @@ from resnet_repro.errors import ConfigError, ReproError
 from resnet_repro.loggers import write_json_atomic
 from resnet_repro.models import build_from_arch, input_size
 from resnet_repro.provenance import device_name, git_commit, peak_memory, reset_peak_memory
-from resnet_repro.paths import CONF_DIR
 from resnet_repro.settings import (
     RunSettings,
     check_types,
@@ -59,15 +58,6 @@ class BenchSettings:
     concurrent: int = 1  # >1: also run this many configured benches at once on the device
     synthetic: bool = False  # random batches already on the device (the model's ceiling)
     json: str | None = None  # write the results here
-
-
-def hydra_bench() -> None:
-    import hydra
-
-    from resnet_repro.train import register_resolvers
-
-    register_resolvers()
-    hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_task)()
 
 
 def _task(cfg: DictConfig) -> None:

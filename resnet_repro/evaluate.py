@@ -28,16 +28,9 @@ from resnet_repro.errors import CheckpointError, ConfigError, ReproError
 from resnet_repro.loggers import write_json_atomic
 from resnet_repro.models import build_from_arch, get_arch
 from resnet_repro.pretrained import apply_weights, infer_torchvision_model
-from resnet_repro.paths import CONF_DIR
 from resnet_repro.settings import resolve_device, run_settings
 
 IMAGENET_PROTOCOLS = ("center", "ten_crop", "multi_scale")
-
-
-def hydra_eval() -> None:
-    import hydra
-
-    hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")(_task)()
 
 
 def _task(cfg: DictConfig) -> None:
