@@ -101,10 +101,17 @@ def test_range_checks_still_apply() -> None:
         bench_settings({"iters": 0})
 
 
-def test_cli_prints_one_line_and_exits_2(tmp_path) -> None:
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "schedule.base_lr=fast", "logger=none"], "schedule.base_lr must be a number, got 'fast'"),
+        (["eval", "ckpt=/nonexistent", "batch_size=fast"], "batch_size must be an integer, got 'fast'"),
+    ],
+)
+def test_cli_prints_one_line_and_exits_2(tmp_path, argv: list[str], message: str) -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "resnet_repro", "train", "schedule.base_lr=fast", "logger=none"],
+        [sys.executable, "-m", "resnet_repro", *argv],
         cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert r.returncode == 2
-    assert r.stderr.strip() == "error: schedule.base_lr must be a number, got 'fast'"
+    assert r.stderr.strip() == f"error: {message}"
