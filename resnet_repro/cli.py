@@ -35,7 +35,7 @@ commands:
 def _cmd_models(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m resnet_repro models",
-        description="Parameters and forward multiply-adds (torch.utils.flop_counter, at the "
+        description="Parameters and forward multiply-adds (from the layer shapes, at the "
         "family's input size) of every named model, beside the paper's Table 6 parameter "
         "counts (CIFAR) and Table 1 FLOPs (ImageNet).",
     )

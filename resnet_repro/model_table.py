@@ -7,8 +7,8 @@ from resnet_repro.models import NAMED_MODELS, Arch, build_meta, count_macs, coun
 
 
 def model_rows(names: list[str] | None = None) -> list[dict]:
-    """One row per named model: params and forward multiply-adds (counted with
-    torch.utils.flop_counter at the family's input size), the paper's figure and the
+    """One row per named model: params and forward multiply-adds (counted from
+    the layer shapes at the family's input size), the paper's figure and the
     relative difference. CIFAR rows compare parameters with Table 6, ImageNet rows compare
     multiply-adds with Table 1 (the paper prints no other figure for them)."""
     rows = []
