@@ -25,14 +25,16 @@ import math
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any
 
 from resnet_repro.errors import CheckpointError, ConfigError, ReproError
 
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
 RESPONSES_FILE = "layer_responses.json"
+# torch is imported where it is used: `report` reads saved responses and `analyze --help`
+# prints options without it.
 
 
 # --------------------------------------------------------------------------------------------
@@ -42,6 +44,8 @@ RESPONSES_FILE = "layer_responses.json"
 
 def response_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, BN module) of every BN that follows a 3x3 conv, in network order."""
+    from torch import nn
+
     from resnet_repro.models import BasicBlock, Bottleneck
 
     names = {m: n for n, m in model.named_modules()}
@@ -67,6 +71,8 @@ class _RunningStd:
         self.m2 = 0.0
 
     def update(self, x: Tensor) -> None:
+        import torch
+
         x = x.detach().double()
         n_b = x.numel()
         if n_b == 0:
@@ -83,9 +89,10 @@ class _RunningStd:
         return math.sqrt(self.m2 / self.n) if self.n else float("nan")
 
 
-@torch.no_grad()
 def layer_responses(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> tuple[list[str], list[float]]:
     """Names and response stds of every 3x3 layer (see the module docstring), over all batches."""
+    import torch
+
     layers = response_layers(model)
     stats = [_RunningStd() for _ in layers]
     # The hook reads the BN output at once: the in-place ReLU that follows overwrites it.
@@ -93,8 +100,9 @@ def layer_responses(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) 
     was_training = model.training
     model.eval()
     try:
-        for x, _ in batches:
-            model(x)
+        with torch.no_grad():
+            for x, _ in batches:
+                model(x)
     finally:
         for h in hooks:
             h.remove()

@@ -29,7 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import torch
 import torch.nn.functional as F
@@ -44,9 +44,9 @@ from resnet_repro.errors import ConfigError, ReproError
 from resnet_repro.loggers import write_json_atomic
 from resnet_repro.models import build_from_arch, input_size
 from resnet_repro.provenance import device_name, git_commit, peak_memory, reset_peak_memory
-from resnet_repro.paths import CONF_DIR
 from resnet_repro.settings import (
     RunSettings,
+    check_types,
     compile_mode,
     resolve_device,
     run_settings,
@@ -71,27 +71,12 @@ class BenchSettings:
     input_iters: int = 50
 
 
-def hydra_bench() -> None:
-    import hydra
-
-    from resnet_repro.train import register_resolvers
-
-    register_resolvers()
-    hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_task)()
-
-
 def _task(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     try:
         c = OmegaConf.to_container(cfg, resolve=True)
-        b = dict(c.pop("bench", None) or {})  # type: ignore[union-attr]
-        unknown = sorted(set(b) - set(BenchSettings.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"unknown bench setting(s) {unknown}; valid: {sorted(BenchSettings.__dataclass_fields__)}")
-        if "decode_paths" in b:
-            b["decode_paths"] = tuple(b["decode_paths"])
-        bench = BenchSettings(**b)
+        bench = bench_settings(c.pop("bench", None) or {})  # type: ignore[union-attr]
         overrides = list(HydraConfig.get().overrides.task)
         result = run_bench(run_settings(c), bench, overrides)  # type: ignore[arg-type]
         print(format_result(result))
@@ -101,6 +86,23 @@ def _task(cfg: DictConfig) -> None:
     except ReproError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def bench_settings(b: dict[str, Any]) -> BenchSettings:
+    """The `bench.*` settings, typed and range-checked (one clear line each)."""
+    unknown = sorted(set(b) - set(BenchSettings.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(f"unknown bench setting(s) {unknown}; valid: {sorted(BenchSettings.__dataclass_fields__)}")
+    check_types(b, get_type_hints(BenchSettings), "bench.")
+    if "decode_paths" in b:
+        b["decode_paths"] = tuple(b["decode_paths"])
+    bench = BenchSettings(**b)
+    if bench.iters < 1 or bench.warmup < 0 or bench.concurrent < 1 or bench.baseline_workers < 0 or bench.input_iters < 1:
+        raise ConfigError(
+            "bench.iters must be >= 1, bench.warmup >= 0, bench.concurrent >= 1, bench.baseline_workers >= 0 "
+            "and bench.input_iters >= 1"
+        )
+    return bench
 
 
 # -- timing -----------------------------------------------------------------------------------
@@ -270,8 +272,6 @@ def time_concurrent(overrides: list[str], n: int) -> dict[str, Any]:
 
 
 def run_bench(settings: RunSettings, bench: BenchSettings, overrides: list[str] | None = None) -> dict[str, Any]:
-    if bench.iters < 1 or bench.warmup < 0 or bench.concurrent < 1 or bench.input_iters < 1:
-        raise ConfigError("bench.iters must be >= 1, bench.warmup >= 0, bench.concurrent >= 1 and bench.input_iters >= 1")
     device = resolve_device(settings.trainer.device)
     result: dict[str, Any] = {
         "command": "python -m resnet_repro bench " + " ".join(overrides or []),

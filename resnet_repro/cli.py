@@ -33,18 +33,18 @@ commands:
 
 
 def _cmd_models(argv: list[str]) -> int:
-    from resnet_repro.model_table import format_table, model_rows
-
     parser = argparse.ArgumentParser(
         prog="python -m resnet_repro models",
-        description="Parameters and forward multiply-adds (torch.utils.flop_counter, at the "
+        description="Parameters and forward multiply-adds (from the layer shapes, at the "
         "family's input size) of every named model, beside the paper's Table 6 parameter "
         "counts (CIFAR) and Table 1 FLOPs (ImageNet).",
     )
     parser.add_argument("names", nargs="*", help="models to show (default: all)")
     args = parser.parse_args(argv)
+    from resnet_repro.model_table import format_table, model_rows  # torch: not for --help
+
     if args.names:
-        from resnet_repro.models import get_arch
+        from resnet_repro.archs import get_arch
 
         for n in args.names:
             get_arch(n)  # unknown names: one clear line
@@ -105,25 +105,24 @@ def one_line(e: BaseException) -> str:
     return " ".join(lines[:3]) or type(e).__name__
 
 
-def _hydra_command(module: str, func: str) -> Callable[[list[str]], int]:
+def _hydra_command(module: str, config_name: str) -> Callable[[list[str]], int]:
     def run(argv: list[str]) -> int:
-        import importlib
-
         if not CONF_DIR.is_dir():
             raise ReproError(f"config directory {CONF_DIR} not found (install with `pip install -e .`)")
         check_group_overrides(argv)
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
-        entry = getattr(importlib.import_module(module), func)
-        if func == "hydra_train":
+        from resnet_repro import hydra_entry
+
+        if module == "resnet_repro.train":
             argv = resume_overrides(argv)
         saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
         sys.argv = [f"{saved_argv[0]} {module.rsplit('.', 1)[-1]}"] + argv
         # Let composition errors reach us as exceptions, to print them as one line.
         os.environ["HYDRA_FULL_ERROR"] = "1"
         try:
-            entry()
+            hydra_entry.run(module, config_name)  # imports `module` (torch) only to run its task
         except (HydraException, OmegaConfBaseException) as e:
             raise ReproError(one_line(e)) from None
         finally:
@@ -138,9 +137,9 @@ def _hydra_command(module: str, func: str) -> Callable[[list[str]], int]:
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "train": _hydra_command("resnet_repro.train", "hydra_train"),
-    "eval": _hydra_command("resnet_repro.evaluate", "hydra_eval"),
-    "bench": _hydra_command("resnet_repro.bench", "hydra_bench"),
+    "train": _hydra_command("resnet_repro.train", "config"),
+    "eval": _hydra_command("resnet_repro.evaluate", "eval"),
+    "bench": _hydra_command("resnet_repro.bench", "config"),
     "models": _cmd_models,
     "report": _cmd_report,
     "analyze": _cmd_analyze,

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from resnet_repro.checkpoint import FORMAT, check_compatible, load_checkpoint, resolve_checkpoint_path
 from resnet_repro.data.build import imagenet_norm, load_cifar_splits
@@ -28,20 +28,19 @@ from resnet_repro.errors import CheckpointError, ConfigError, DataError, ReproEr
 from resnet_repro.loggers import write_json_atomic
 from resnet_repro.models import build_from_arch, get_arch
 from resnet_repro.pretrained import apply_weights, infer_torchvision_model
-from resnet_repro.paths import CONF_DIR
-from resnet_repro.settings import resolve_device, run_settings
+from resnet_repro.settings import check_types, resolve_device, run_settings
 
 IMAGENET_PROTOCOLS = ("center", "ten_crop", "multi_scale")
 
 
-def hydra_eval() -> None:
-    import hydra
-
-    hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")(_task)()
+# The types of conf/eval.yaml's settings (precise_bn_batches: its own check below).
+EVAL_TYPES = {"ckpt": str, "split": str, "protocol": str, "data_root": str | None, "workers": int,
+              "device": str, "batch_size": int}
 
 
 def _task(cfg: DictConfig) -> None:
     try:
+        check_types(OmegaConf.to_container(cfg), EVAL_TYPES, "")  # type: ignore[arg-type]
         evaluate_checkpoint(
             str(cfg.ckpt), split=str(cfg.split), data_root=cfg.data_root, device=str(cfg.device),
             batch_size=int(cfg.batch_size), protocol=str(cfg.protocol), workers=int(cfg.workers),

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from resnet_repro import paper
-from resnet_repro.models import IMAGENET_LAYERS, NAMED_MODELS
+from resnet_repro.archs import IMAGENET_LAYERS, NAMED_MODELS
 
 K = 2.0  # band half-width in standard deviations of (ours mean - paper)
 SIGMA_CIFAR = paper.TABLE6_RESNET110_MEAN_STD[1]  # 0.16: Table 6, ResNet-110 over 5 runs

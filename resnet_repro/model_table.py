@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from resnet_repro import paper
-from resnet_repro.models import NAMED_MODELS, build_meta, count_macs, count_params, input_size
+from resnet_repro.models import NAMED_MODELS, Arch, build_meta, count_macs, count_params, input_size
 
 
 def model_rows(names: list[str] | None = None) -> list[dict]:
-    """One row per named model: params and forward multiply-adds (counted with
-    torch.utils.flop_counter at the family's input size), the paper's figure and the
+    """One row per named model: params and forward multiply-adds (counted from
+    the layer shapes at the family's input size), the paper's figure and the
     relative difference. CIFAR rows compare parameters with Table 6, ImageNet rows compare
     multiply-adds with Table 1 (the paper prints no other figure for them)."""
     rows = []
+    counted: dict[Arch, tuple[int, int]] = {}
     for name in names or list(NAMED_MODELS):
         arch = NAMED_MODELS[name]
-        model = build_meta(name)
         size = input_size(arch.family)
-        params, macs = count_params(model), count_macs(model, size)
+        if arch not in counted:  # names sharing an architecture are built and counted once
+            model = build_meta(name)  # shapes only: no weights allocated, no initialisation
+            counted[arch] = count_params(model), count_macs(model, size)
+        params, macs = counted[arch]
         if name in paper.TABLE6_PARAMS:
             ours, ref, what = params, paper.TABLE6_PARAMS[name], "params (Table 6)"
         elif name in paper.TABLE1_MACS:

@@ -13,35 +13,29 @@ ones the paper varies (timm-style constructor arguments, no subclasses):
 
 from __future__ import annotations
 
-import copy
-
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from resnet_repro.archs import (  # noqa: F401 (re-exported: the torch-free half of this module)
+    BOTTLENECK_STRIDES,
+    CIFAR_WIDTHS,
+    IMAGENET_LAYERS,
+    IMAGENET_WIDTHS,
+    NAMED_MODELS,
+    SHORTCUTS,
+    Arch,
+    BottleneckStride,
+    Family,
+    Shortcut,
+    get_arch,
+    input_size,
+    name_for,
+    names_after_network,
+)
 from resnet_repro.errors import ConfigError
-
-Shortcut = Literal["A", "B", "C"]
-Family = Literal["cifar", "imagenet"]
-BottleneckStride = Literal["1x1", "3x3"]
-
-SHORTCUTS = ("A", "B", "C")
-BOTTLENECK_STRIDES = ("1x1", "3x3")
-
-# Table 1: blocks per stage and block type for each ImageNet depth.
-IMAGENET_LAYERS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
-    18: ("basic", (2, 2, 2, 2)),
-    34: ("basic", (3, 4, 6, 3)),
-    50: ("bottleneck", (3, 4, 6, 3)),
-    101: ("bottleneck", (3, 4, 23, 3)),
-    152: ("bottleneck", (3, 8, 36, 3)),
-}
-IMAGENET_WIDTHS = (64, 128, 256, 512)  # Table 1 (x4 at the output of a bottleneck)
-CIFAR_WIDTHS = (16, 32, 64)  # §4.2: {16, 32, 64} filters on maps of {32, 16, 8}
 
 
 # --------------------------------------------------------------------------------------
@@ -287,7 +281,6 @@ def _check_args(
         raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
 
 
-
 class ResNet(nn.Module):
     """A plain or residual network of the paper, CIFAR or ImageNet style.
 
@@ -357,6 +350,8 @@ class ResNet(nn.Module):
         self._init_weights(zero_init_residual)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
+        if self.conv1.weight.is_meta:  # shapes only (build_meta); normal_ on meta imports torch._dynamo (~1.5 s)
+            return
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 # He et al. 2015 (the paper's [13]): zero-mean Gaussian, std sqrt(2/n). We use
@@ -391,21 +386,6 @@ class ResNet(nn.Module):
 # --------------------------------------------------------------------------------------
 # Architecture specs and named builders
 # --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Arch:
-    """Everything that determines a network's shape: what a checkpoint must match."""
-
-    family: Family
-    depth: int
-    residual: bool = True
-    shortcut: Shortcut = "A"
-    bottleneck_stride: BottleneckStride = "1x1"
-    num_classes: int | None = None  # None: the family's (10 for CIFAR-10, 1000 for ImageNet)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _check_depth(family: str, depth: int) -> None:
@@ -488,71 +468,6 @@ def build_from_arch(arch: Arch, **kwargs) -> ResNet:
     )
 
 
-def _named() -> dict[str, Arch]:
-    named: dict[str, Arch] = {}
-    # §4.2, Table 6: n = 3, 5, 7, 9, 18, 200; option A everywhere on CIFAR.
-    for d in (20, 32, 44, 56, 110, 1202):
-        named[f"cifar_resnet{d}"] = Arch("cifar", d)
-    # Figure 6 (left): plain-20/32/44/56 and plain-110.
-    for d in (20, 32, 44, 56, 110):
-        named[f"cifar_plain{d}"] = Arch("cifar", d, residual=False)
-    # Table 2: plain/ResNet-18/34 with option A; Table 3: ResNet-34 B and C.
-    for d in (18, 34):
-        named[f"imagenet_plain{d}"] = Arch("imagenet", d, residual=False)
-        named[f"imagenet_resnet{d}"] = Arch("imagenet", d, shortcut="A")
-    named["imagenet_resnet34_b"] = Arch("imagenet", 34, shortcut="B")
-    named["imagenet_resnet34_c"] = Arch("imagenet", 34, shortcut="C")
-    # Table 3: ResNet-50/101/152 use option B, stride on the first 1x1 (the paper's layout).
-    for d in (50, 101, 152):
-        named[f"imagenet_resnet{d}"] = Arch("imagenet", d, shortcut="B")
-    # torchvision's layout ("v1.5": option B, bottleneck stride on the 3x3): its weights load.
-    for d in (18, 34, 50, 101, 152):
-        named[f"torchvision_resnet{d}"] = Arch("imagenet", d, shortcut="B", bottleneck_stride="3x3")
-    return named
-
-
-NAMED_MODELS: dict[str, Arch] = _named()
-
-
-def _same_network(a: Arch, b: Arch) -> bool:
-    # The class count follows the data; everything else is the network's shape.
-    return (a.family, a.depth, a.residual, a.shortcut, a.bottleneck_stride) == (
-        b.family, b.depth, b.residual, b.shortcut, b.bottleneck_stride)
-
-
-def name_for(arch: Arch) -> str:
-    """The name of the network `arch` describes: a named model's name when one has this shape
-    (e.g. `cifar_resnet32`), else one built the same way (`cifar_resnet74`, `imagenet_resnet50_c`,
-    `imagenet_resnet18_3x3`): a run is always named after the network it trained."""
-    for name, named in NAMED_MODELS.items():
-        if _same_network(named, arch):
-            return name
-    name = f"{arch.family}_{'resnet' if arch.residual else 'plain'}{arch.depth}"
-    paper_shortcut = "B" if arch.family == "imagenet" and arch.depth >= 50 else "A"  # Tables 2, 3, 6
-    if arch.shortcut != paper_shortcut:
-        name += f"_{arch.shortcut.lower()}"
-    if arch.bottleneck_stride != "1x1":
-        name += f"_{arch.bottleneck_stride}"
-    return name
-
-
-def names_after_network(model_name: str, exp_name: str, arch: Arch) -> tuple[str, str]:
-    """(model name, exp name) of a run that trains `arch`: `+exp=cifar_resnet20 model.depth=32`
-    trains ResNet-32, so the model, and an exp named after its model, become cifar_resnet32
-    (the run dir, summary.json, W&B and the report all carry it). Other exp names (`demo`) stay."""
-    if model_name not in NAMED_MODELS:
-        return model_name, exp_name
-    name = name_for(arch)
-    return name, (name if exp_name == model_name else exp_name)
-
-
-def get_arch(name: str) -> Arch:
-    try:
-        return NAMED_MODELS[name]
-    except KeyError:
-        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(NAMED_MODELS)}") from None
-
-
 def build_model(name: str, **overrides) -> ResNet:
     """Build a named model, e.g. `build_model("cifar_resnet110")`,
     `build_model("imagenet_resnet50", bottleneck_stride="3x3")` (torchvision v1.5)."""
@@ -576,40 +491,38 @@ def _builder(name: str) -> Callable[..., ResNet]:
 globals().update({name: _builder(name) for name in NAMED_MODELS})
 
 
-def input_size(family: str) -> int:
-    """The family's input resolution: 32 for CIFAR (§4.2), 224 for ImageNet (Table 1)."""
-    return 32 if family == "cifar" else 224
-
-
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, size: int) -> int:
+def _out_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _conv_macs(conv: nn.Conv2d, size: int) -> tuple[int, int]:
+    """(multiply-adds, output size) of a conv on a size x size map."""
+    out = _out_size(size, conv.kernel_size[0], conv.stride[0], conv.padding[0], conv.dilation[0])  # type: ignore[arg-type]
+    k = conv.kernel_size[0] * conv.kernel_size[1] * conv.in_channels // conv.groups
+    return out * out * conv.out_channels * k, out
+
+
+def count_macs(model: ResNet, size: int) -> int:
     """Forward multiply-adds per image of the convolutions and the FC layer (what Table 1's
-    FLOPs count), from the layer shapes of one forward pass of a meta-device copy: no real
-    compute. Normalisation layers hold no multiply-adds and are left out of the copy (the
-    meta kernels of batch norm would pull in torch's compiler stack, seconds of start-up)."""
-    meta = copy.deepcopy(model).to("meta")
-    for name, m in list(meta.named_modules()):
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            meta.set_submodule(name, nn.Identity())
-    macs = 0
-
-    def count(mod: nn.Module, inp: tuple[Tensor, ...], out: Tensor) -> None:
-        nonlocal macs
-        if isinstance(mod, nn.Conv2d):
-            k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
-            macs += out[0].numel() * k
-        else:
-            macs += mod.in_features * mod.out_features
-
-    hooks = [m.register_forward_hook(count) for m in meta.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    with torch.no_grad():
-        meta.eval()(torch.empty(1, 3, size, size, device="meta"))
-    for h in hooks:
-        h.remove()
-    return macs
+    FLOPs count), from the layer shapes alone: no forward pass. (A pass on the meta device
+    imports torch's compiler stack through relu/add, ~1.5 s; tests check this count against
+    torch.utils.flop_counter.) Normalisation, pooling and additions hold no multiply-adds."""
+    macs, hw = _conv_macs(model.conv1, size)
+    if isinstance(model.maxpool, nn.MaxPool2d):
+        hw = _out_size(hw, model.maxpool.kernel_size, model.maxpool.stride, model.maxpool.padding)  # type: ignore[arg-type]
+    for block in model.blocks():
+        block_in = hw
+        for conv in (block.conv1, block.conv2, getattr(block, "conv3", None)):
+            if conv is not None:
+                m, hw = _conv_macs(conv, hw)
+                macs += m
+        if isinstance(block.downsample, nn.Sequential):  # projection shortcut (B/C): 1x1 conv on the block's input
+            macs += _conv_macs(block.downsample[0], block_in)[0]
+    return macs + model.fc.in_features * model.fc.out_features
 
 
 def build_meta(name: str, **overrides) -> ResNet:

@@ -36,7 +36,7 @@ from typing import Any
 from resnet_repro import judge, paper
 from resnet_repro.errors import ConfigError, ReproError
 from resnet_repro.loggers import read_jsonl
-from resnet_repro.models import NAMED_MODELS
+from resnet_repro.archs import NAMED_MODELS
 
 
 # The ImageNet tables' protocols (§3.4): 10-crop for Tables 2 and 3, multi-scale for Table 4.

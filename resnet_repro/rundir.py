@@ -15,7 +15,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from resnet_repro.checkpoint import LAST, PREV, load_checkpoint
 from resnet_repro.errors import CheckpointError, ReproError
 
 
@@ -66,6 +65,8 @@ def remove_stale_temp_files(run_dir: Path) -> None:
 
 def resume_checkpoint(run_dir: Path) -> tuple[dict[str, Any] | None, Path | None]:
     """The newest readable checkpoint of a run, or (None, None) for a fresh run."""
+    from resnet_repro.checkpoint import LAST, PREV, load_checkpoint  # torch: not for `report`'s writes
+
     last, prev = run_dir / LAST, run_dir / PREV
     problems = []
     for path in (last, prev):

@@ -6,8 +6,9 @@ dataclasses or plain arguments and never sees a DictConfig.
 
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -98,6 +99,64 @@ def _known(section: dict[str, Any], allowed: set[str], where: str) -> dict[str, 
     return section
 
 
+# schedule.warmup and schedule.plateau are plain mappings (schedule.py takes them as keyword
+# settings); the types of their keys, checked like the dataclass fields above.
+WARMUP_TYPES = {"enabled": bool, "lr": float, "error_threshold": float, "check_every": int, "max_iters": int | None}
+PLATEAU_TYPES = {"factor": float, "patience": int, "threshold": float, "min_lr": float, "window": int}
+
+_SINGULAR = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+_PLURAL = {int: "integers", float: "numbers", bool: "booleans", str: "strings"}
+
+
+def _describe(tp: Any) -> str:
+    origin, args = get_origin(tp), get_args(tp)
+    if tp is type(None):
+        return "null"
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:  # the allowed values get their own message later
+        return _describe(type(args[0]))
+    if origin is tuple:
+        if args[1:] == (Ellipsis,):
+            return f"a list of {_PLURAL.get(args[0], 'values')}"
+        return f"a list of {len(args)} {_PLURAL.get(args[0], 'values')}"
+    if origin is dict or tp is dict:
+        return "a mapping of settings"
+    return _SINGULAR.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    origin, args = get_origin(tp), get_args(tp)
+    if tp is Any:
+        return True
+    if tp is type(None):
+        return value is None
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is Literal:
+        return _matches(value, type(args[0]))
+    if origin is tuple:  # YAML has lists, not tuples
+        if not isinstance(value, (list, tuple)):
+            return False
+        elems = [args[0]] * len(value) if args[1:] == (Ellipsis,) else list(args)
+        return len(elems) == len(value) and all(_matches(v, t) for v, t in zip(value, elems))
+    if origin is dict or tp is dict:
+        return isinstance(value, dict)
+    if isinstance(value, bool):  # bool is an int subclass: true is not a number of iterations
+        return tp is bool
+    if tp is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, tp)
+
+
+def check_types(section: dict[str, Any], hints: dict[str, Any], where: str) -> None:
+    """One clear line for a setting of the wrong type (`schedule.base_lr=fast`), before any
+    code compares or computes with it. `hints` maps each key to its annotation."""
+    for key, value in section.items():
+        if key in hints and not _matches(value, hints[key]):
+            raise ConfigError(f"{where}{key} must be {_describe(hints[key])}, got {value!r}")
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' picks CUDA when available; asking for CUDA without one is an error."""
     if device == "auto":
@@ -168,10 +227,11 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
     m = dict(c["model"])
     arch_keys = set(Arch.__dataclass_fields__)
     _known(m, arch_keys | {"name", "bn_group_size", "weights", "freeze_backbone"}, "model")
+    check_types(m, {**get_type_hints(Arch), **get_type_hints(ModelSettings)}, "model.")
     arch = Arch(**{k: m[k] for k in arch_keys if k in m})
     model = ModelSettings(
         name=m["name"], arch=arch, bn_group_size=m.get("bn_group_size"), weights=m.get("weights"),
-        freeze_backbone=bool(m.get("freeze_backbone", False)),
+        freeze_backbone=m.get("freeze_backbone", False),
     )
     if model.weights == "required":  # an exp that only makes sense from pretrained weights
         raise ConfigError(
@@ -182,18 +242,23 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
         raise ConfigError("model.freeze_backbone=true needs model.weights=<file> to start from")
     validate_arch(arch, model.bn_group_size)  # every model setting is checked before any data is loaded
 
-    d = dict(c["data"])
+    d = _known(dict(c["data"]), set(DataSettings.__dataclass_fields__), "data")
+    check_types(d, get_type_hints(DataSettings), "data.")
     if "scale" in d:
         d["scale"] = tuple(d["scale"])
-    data = DataSettings(**_known(d, set(DataSettings.__dataclass_fields__), "data"))
+    data = DataSettings(**d)
     if data.val_size < 0:
         raise ConfigError(f"data.val_size must be >= 0, got {data.val_size}")
 
     o = dict(c["optim"])
     o.pop("name", None)
-    optim = OptimSettings(**_known(o, set(OptimSettings.__dataclass_fields__), "optim"))
+    check_types(_known(o, set(OptimSettings.__dataclass_fields__), "optim"), get_type_hints(OptimSettings), "optim.")
+    optim = OptimSettings(**o)
 
     s = dict(c["schedule"])
+    check_types(s, get_type_hints(ScheduleSettings), "schedule.")
+    check_types(s.get("warmup") or {}, WARMUP_TYPES, "schedule.warmup.")
+    check_types(s.get("plateau") or {}, PLATEAU_TYPES, "schedule.plateau.")
     warmup = dict(s.pop("warmup", None) or {})
     check_every = _positive_int(warmup.pop("check_every", 100), "schedule.warmup.check_every")
     if warmup.get("max_iters") is not None:
@@ -212,6 +277,10 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
         )
 
     t = _known(dict(c["trainer"]), set(TrainerSettings.__dataclass_fields__), "trainer")
+    for key in ("amp", "channels_last", "compile"):  # `compile: false` (a YAML bool) means off
+        if isinstance(t.get(key), bool):
+            t[key] = str(t[key]).lower()
+    check_types(t, get_type_hints(TrainerSettings), "trainer.")
     for key in ("batch_size", "max_iters", "eval_every", "log_every", "ckpt_every", "eval_batch_size"):
         if key in t:
             _positive_int(t[key], f"trainer.{key}")
@@ -237,9 +306,10 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
             f"trainer.batch_size={trainer.batch_size} is not a multiple of model.bn_group_size={g}"
         )
 
-    lg = dict(c["logger"])
+    lg = _known(dict(c["logger"]), set(LoggerSettings.__dataclass_fields__), "logger")
+    check_types(lg, get_type_hints(LoggerSettings), "logger.")
     lg["tags"] = tuple(lg.get("tags") or ())
-    logger = LoggerSettings(**_known(lg, set(LoggerSettings.__dataclass_fields__), "logger"))
+    logger = LoggerSettings(**lg)
     if logger.name not in ("wandb", "none"):
         raise ConfigError(f"unknown logger {logger.name!r}; choose wandb or none")
 

@@ -14,10 +14,8 @@ Run directory (Hydra's output dir), named after the network trained:
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +26,6 @@ from resnet_repro.checkpoint import LAST, PREV
 from resnet_repro.distributed import world_from_env
 from resnet_repro.errors import CheckpointError, ReproError
 from resnet_repro.loop import Trainer
-from resnet_repro.models import Arch, names_after_network
-from resnet_repro.paths import CONF_DIR
 from resnet_repro.pretrained import check_weights_norm
 from resnet_repro.resume import reconcile_resume
 from resnet_repro.rundir import RunLock, remove_stale_temp_files, write_text_atomic
@@ -41,49 +37,6 @@ CONFIG_FILE = "config.yaml"
 # --------------------------------------------------------------------------------------------
 # Hydra entry
 # --------------------------------------------------------------------------------------------
-
-
-def run_stamp() -> str:
-    """A timestamp for run-dir names that every process of one `torchrun` launch agrees on:
-    they share the elastic agent (their parent process), so its start time is the stamp.
-    Multi-node runs should name `hydra.run.dir` on a shared filesystem explicitly."""
-    t = time.time()
-    if "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ:
-        try:
-            t = os.stat(f"/proc/{os.getppid()}").st_mtime
-        except OSError:
-            pass
-    return time.strftime("%Y%m%d-%H%M%S", time.localtime(t))
-
-
-def _run_name(exp_name: str, model_name: str, family: str, depth: int, residual: bool, shortcut: str,
-              bottleneck_stride: str) -> str:
-    try:
-        arch = Arch(family, int(depth), bool(residual), shortcut, bottleneck_stride)
-        return names_after_network(model_name, exp_name, arch)[1]
-    except (TypeError, ValueError):  # a malformed setting: run_settings names it properly
-        return exp_name
-
-
-def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("run_name"):
-        # The run dir is named after the network trained (models.names_after_network).
-        OmegaConf.register_new_resolver("run_name", _run_name)
-    if not OmegaConf.has_resolver("run_stamp"):
-        OmegaConf.register_new_resolver("run_stamp", run_stamp, use_cache=True)
-    # hydra.run.dir: the `resume=` dir if given, else a fresh timestamped one.
-    if not OmegaConf.has_resolver("run_dir"):
-        OmegaConf.register_new_resolver("run_dir", lambda resume, default: resume or default)
-    # Hydra's .hydra/ record is skipped on `resume=`: config.yaml stays the run's record.
-    if not OmegaConf.has_resolver("hydra_subdir"):
-        OmegaConf.register_new_resolver("hydra_subdir", lambda resume: None if resume else ".hydra")
-
-
-def hydra_train() -> None:
-    import hydra
-
-    register_resolvers()
-    hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_task)()
 
 
 def _task(cfg: DictConfig) -> None:

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from resnet_repro.paths import CONF_DIR
-from resnet_repro.train import register_resolvers
+from resnet_repro.hydra_entry import register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"

@@ -37,3 +37,23 @@ def test_unknown_command_and_unknown_model_are_one_line_errors(capsys: pytest.Ca
     assert len(err) == 2
     assert err[0].startswith("error: unknown command 'fly'")
     assert err[1].startswith("error: unknown model 'cifar_resnet21'")
+
+
+_IMPORTS_AFTER = """
+import runpy, sys
+sys.argv = ["resnet_repro", *sys.argv[1:]]
+try:
+    runpy.run_module("resnet_repro", run_name="__main__")
+except SystemExit:
+    pass
+print("torch" in sys.modules, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("command", ["", "train", "eval", "bench", "models", "report", "analyze"])
+def test_help_does_not_import_torch(command: str) -> None:
+    # torch's import is most of a command's start-up: --help has no use for it.
+    argv = [command, "--help"] if command else ["--help"]
+    r = subprocess.run([sys.executable, "-c", _IMPORTS_AFTER, *argv], capture_output=True, text=True)
+    assert "usage" in r.stdout.lower() or "powered by hydra" in r.stdout.lower(), r.stdout + r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "False", r.stderr

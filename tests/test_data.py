@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
 import urllib.error
 import zlib
@@ -336,6 +337,34 @@ def test_image_folder_cache_is_invalidated_when_an_image_changes(tmp_path: Path)
     Image.fromarray(new).save(target)
     os.utime(target, ns=(1, 1))  # a different mtime even on coarse-clock file systems
     ds = load_image_folder(folder, cache_dir=tmp_path / "cache")
+    assert torch.equal(ds.train.x[4 + 2], torch.from_numpy(new).permute(2, 0, 1))
+
+
+def test_image_folder_archive_cache_is_keyed_by_content_and_says_it_decodes(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    cache = tmp_path / "cache"
+    folder = _make_folder(tmp_path / "tiny")
+    first = _tar(folder, tmp_path / "tiny.tar.gz", "tiny")
+    copy = tmp_path / "elsewhere" / "renamed.tgz"  # the same bytes, another name, path and mtime
+    copy.parent.mkdir()
+    shutil.copyfile(first, copy)
+
+    load_image_folder(first, cache_dir=cache)
+    (cache_file,) = cache.glob("*.npz")
+    err = capsys.readouterr().err
+    assert f"decoding 24 images from {first} once (cached in {cache_file})" in err
+
+    _check_tiny(load_image_folder(copy, cache_dir=cache))
+    assert list(cache.glob("*.npz")) == [cache_file]  # one cache file for both copies
+    assert "decoding" not in capsys.readouterr().err
+
+    # Changed content at the same path misses the cache: the new pixels are decoded.
+    new = np.full((32, 32, 3), 7, dtype=np.uint8)
+    Image.fromarray(new).save(folder / "train" / "bee" / "0002.png")
+    _tar(folder, copy, "tiny")
+    ds = load_image_folder(copy, cache_dir=cache)
+    assert len(list(cache.glob("*.npz"))) == 2 and "decoding 24 images" in capsys.readouterr().err
     assert torch.equal(ds.train.x[4 + 2], torch.from_numpy(new).permute(2, 0, 1))
 
 

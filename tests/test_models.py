@@ -285,3 +285,18 @@ def test_conf_model_files_describe_the_registrys_architectures() -> None:
         cfg = OmegaConf.to_container(OmegaConf.load(f))
         arch = M.Arch(**{k: cfg[k] for k in M.Arch.__dataclass_fields__})
         assert cfg["name"] == f.stem and arch == M.NAMED_MODELS[f.stem], f.name
+
+
+@pytest.mark.parametrize(
+    "name, overrides, size",
+    [("cifar_resnet20", {}, 32), ("cifar_resnet20", {"shortcut": "C"}, 32),
+     ("imagenet_resnet18", {}, 64), ("imagenet_resnet50", {"bottleneck_stride": "3x3"}, 64)],
+)
+def test_multiply_adds_from_shapes_match_torchs_flop_counter(name: str, overrides: dict, size: int) -> None:
+    # count_macs reads layer shapes only; torch's counter watches a real forward pass.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = M.build_model(name, **overrides).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.randn(1, 3, size, size))
+    assert 2 * M.count_macs(model, size) == counter.get_total_flops()

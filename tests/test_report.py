@@ -40,7 +40,8 @@ from resnet_repro.report import (
     table6,
 )
 from resnet_repro.settings import run_settings
-from resnet_repro.train import register_resolvers, train_from_config
+from resnet_repro.hydra_entry import register_resolvers
+from resnet_repro.train import train_from_config
 from resnet_repro.wandb_runs import record_from_run, rows_from_history
 
 # Even shorter than TINY: 4 iterations, an evaluation every 2 (two test points per curve).

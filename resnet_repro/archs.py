@@ -1,0 +1,113 @@
+"""The paper's named architectures as plain data, without torch: what `report`, `judge` and
+the settings need to know about a model (its family, depth, shortcut...) without paying for
+torch's import. `models.py` builds the networks and re-exports all of this."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from resnet_repro.errors import ConfigError
+
+Shortcut = Literal["A", "B", "C"]
+Family = Literal["cifar", "imagenet"]
+BottleneckStride = Literal["1x1", "3x3"]
+
+SHORTCUTS = ("A", "B", "C")
+BOTTLENECK_STRIDES = ("1x1", "3x3")
+
+# Table 1: blocks per stage and block type for each ImageNet depth.
+IMAGENET_LAYERS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+IMAGENET_WIDTHS = (64, 128, 256, 512)  # Table 1 (x4 at the output of a bottleneck)
+CIFAR_WIDTHS = (16, 32, 64)  # §4.2: {16, 32, 64} filters on maps of {32, 16, 8}
+
+
+@dataclass(frozen=True)
+class Arch:
+    """Everything that determines a network's shape: what a checkpoint must match."""
+
+    family: Family
+    depth: int
+    residual: bool = True
+    shortcut: Shortcut = "A"
+    bottleneck_stride: BottleneckStride = "1x1"
+    num_classes: int | None = None  # None: the family's (10 for CIFAR-10, 1000 for ImageNet)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _named() -> dict[str, Arch]:
+    named: dict[str, Arch] = {}
+    # §4.2, Table 6: n = 3, 5, 7, 9, 18, 200; option A everywhere on CIFAR.
+    for d in (20, 32, 44, 56, 110, 1202):
+        named[f"cifar_resnet{d}"] = Arch("cifar", d)
+    # Figure 6 (left): plain-20/32/44/56 and plain-110.
+    for d in (20, 32, 44, 56, 110):
+        named[f"cifar_plain{d}"] = Arch("cifar", d, residual=False)
+    # Table 2: plain/ResNet-18/34 with option A; Table 3: ResNet-34 B and C.
+    for d in (18, 34):
+        named[f"imagenet_plain{d}"] = Arch("imagenet", d, residual=False)
+        named[f"imagenet_resnet{d}"] = Arch("imagenet", d, shortcut="A")
+    named["imagenet_resnet34_b"] = Arch("imagenet", 34, shortcut="B")
+    named["imagenet_resnet34_c"] = Arch("imagenet", 34, shortcut="C")
+    # Table 3: ResNet-50/101/152 use option B, stride on the first 1x1 (the paper's layout).
+    for d in (50, 101, 152):
+        named[f"imagenet_resnet{d}"] = Arch("imagenet", d, shortcut="B")
+    # torchvision's layout ("v1.5": option B, bottleneck stride on the 3x3): its weights load.
+    for d in (18, 34, 50, 101, 152):
+        named[f"torchvision_resnet{d}"] = Arch("imagenet", d, shortcut="B", bottleneck_stride="3x3")
+    return named
+
+
+NAMED_MODELS: dict[str, Arch] = _named()
+
+
+def get_arch(name: str) -> Arch:
+    try:
+        return NAMED_MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(NAMED_MODELS)}") from None
+
+
+def input_size(family: str) -> int:
+    """The family's input resolution: 32 for CIFAR (§4.2), 224 for ImageNet (Table 1)."""
+    return 32 if family == "cifar" else 224
+
+
+def _same_network(a: Arch, b: Arch) -> bool:
+    # The class count follows the data; everything else is the network's shape.
+    return (a.family, a.depth, a.residual, a.shortcut, a.bottleneck_stride) == (
+        b.family, b.depth, b.residual, b.shortcut, b.bottleneck_stride)
+
+
+def name_for(arch: Arch) -> str:
+    """The name of the network `arch` describes: a named model's name when one has this shape
+    (e.g. `cifar_resnet32`), else one built the same way (`cifar_resnet74`, `imagenet_resnet50_c`,
+    `imagenet_resnet18_3x3`): a run is always named after the network it trained."""
+    for name, named in NAMED_MODELS.items():
+        if _same_network(named, arch):
+            return name
+    name = f"{arch.family}_{'resnet' if arch.residual else 'plain'}{arch.depth}"
+    paper_shortcut = "B" if arch.family == "imagenet" and arch.depth >= 50 else "A"  # Tables 2, 3, 6
+    if arch.shortcut != paper_shortcut:
+        name += f"_{arch.shortcut.lower()}"
+    if arch.bottleneck_stride != "1x1":
+        name += f"_{arch.bottleneck_stride}"
+    return name
+
+
+def names_after_network(model_name: str, exp_name: str, arch: Arch) -> tuple[str, str]:
+    """(model name, exp name) of a run that trains `arch`: `+exp=cifar_resnet20 model.depth=32`
+    trains ResNet-32, so the model, and an exp named after its model, become cifar_resnet32
+    (the run dir, summary.json, W&B and the report all carry it). Other exp names (`demo`) stay."""
+    if model_name not in NAMED_MODELS:
+        return model_name, exp_name
+    name = name_for(arch)
+    return name, (name if exp_name == model_name else exp_name)
