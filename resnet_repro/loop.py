@@ -40,7 +40,7 @@ from resnet_repro.distributed import World, all_reduce_sum, per_process_batch
 from resnet_repro.engine import make_sgd, maybe_compile, precision, set_tf32, train_step
 from resnet_repro.errors import ReproError
 from resnet_repro.judge import planned_reference, with_paper_reference
-from resnet_repro.loggers import JsonlSink, MetricsSink, MultiSink, WandbSink, write_json_atomic
+from resnet_repro.loggers import JsonlSink, MetricsSink, MultiSink, WandbSink, round_floats, write_json_atomic
 from resnet_repro.models import build_from_arch, count_macs, count_params, input_size
 from resnet_repro.pretrained import apply_weights, freeze_backbone, load_weights, set_train_mode
 from resnet_repro.provenance import device_name, git_commit, peak_memory
@@ -466,9 +466,12 @@ class Trainer:
                 "gamma": s.schedule.gamma, "warmup": bool((s.schedule.warmup or {}).get("enabled")),
             },
             "bn_group_size": s.model.bn_group_size, "weights": s.model.weights,
+            # ImageNet, data.decode=device: training images skipped as undecodable (this session)
+            "skipped_images": data.extra["bad_images"].total if "bad_images" in data.extra else 0,
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "run_dir": str(self.run_dir),
         }
+        summary = round_floats(summary)  # as summary.json holds it (12 significant digits)
         if self.world.is_main:
             write_json_atomic(self.run_dir / "summary.json", summary)
             self.sink.summary(with_paper_reference(summary, s.config))  # W&B: the paper's number and the gap

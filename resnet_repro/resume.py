@@ -16,6 +16,8 @@ from resnet_repro.errors import ConfigError
 RESUMABLE_KEYS = (
     "data.root",  # the data may move (another node, another mount): its fingerprint must match
     "data.cache_dir",
+    "data.decode",  # ImageNet: both input paths make the same per-image draws
+    "data.workers",
     "trainer.max_iters",
     "trainer.eval_every",
     "trainer.log_every",
