@@ -352,19 +352,19 @@ def test_image_folder_archive_cache_is_keyed_by_content_and_says_it_decodes(
 
     load_image_folder(first, cache_dir=cache)
     (cache_file,) = cache.glob("*.npz")
-    err = capsys.readouterr().err
+    err = capsys.readouterr().out
     assert f"decoding 24 images from {first} once (cached in {cache_file})" in err
 
     _check_tiny(load_image_folder(copy, cache_dir=cache))
     assert list(cache.glob("*.npz")) == [cache_file]  # one cache file for both copies
-    assert "decoding" not in capsys.readouterr().err
+    assert "decoding" not in capsys.readouterr().out
 
     # Changed content at the same path misses the cache: the new pixels are decoded.
     new = np.full((32, 32, 3), 7, dtype=np.uint8)
     Image.fromarray(new).save(folder / "train" / "bee" / "0002.png")
     _tar(folder, copy, "tiny")
     ds = load_image_folder(copy, cache_dir=cache)
-    assert len(list(cache.glob("*.npz"))) == 2 and "decoding 24 images" in capsys.readouterr().err
+    assert len(list(cache.glob("*.npz"))) == 2 and "decoding 24 images" in capsys.readouterr().out
     assert torch.equal(ds.train.x[4 + 2], torch.from_numpy(new).permute(2, 0, 1))
 
 

@@ -47,8 +47,9 @@ from resnet_repro.wandb_runs import record_from_run, rows_from_history
 # Even shorter than TINY: 4 iterations, an evaluation every 2 (two test points per curve).
 FAST = ["trainer.max_iters=4", "trainer.eval_every=2", "trainer.log_every=1", "trainer.ckpt_every=4",
         "trainer.batch_size=16", "data.n_train=160", "data.n_test=64", "data.val_size=32"]
-# exp name -> ResNet depth. TINY sets model.depth=8, so the exp names tell the groups apart:
-# "cifar_resnet20" here is a ResNet-8 and "cifar_resnet32" a ResNet-14.
+# exp name -> ResNet depth. The exp names are labels given by hand (exp_name=...), not the models'
+# names, so they stay: "cifar_resnet20" here is a ResNet-8 and "cifar_resnet32" a ResNet-14 (a
+# run whose exp is named after its model is renamed after the network it trains instead).
 DEPTHS = {"cifar_plain20": 8, "cifar_plain32": 14, "cifar_resnet20": 8, "cifar_resnet32": 14}
 SEEDS = (0, 1)
 
@@ -63,7 +64,8 @@ def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """8 tiny runs: plain and residual nets of 2 depths, 2 seeds each (a sweep-like tree)."""
     root = tmp_path_factory.mktemp("sweep")
     for exp, depth in DEPTHS.items():
-        model = exp.replace("32", "20")  # a named model of the right kind; the depth is overridden
+        # a named model of the right kind, other than the label; the depth is overridden
+        model = {"20": exp.replace("20", "32"), "32": exp.replace("32", "20")}[exp[-2:]]
         for seed in SEEDS:
             ov = [f"model={model}", f"exp_name={exp}", f"model.depth={depth}", f"seed={seed}", *FAST]
             train_from_config(compose_config(TINY + ov), root / f"{exp}-seed{seed}", ov)
@@ -317,7 +319,7 @@ def test_training_logs_the_papers_line_and_gap_when_the_recipe_is_the_rows(tmp_p
     monkeypatch.setattr(judge, "recipe_differences", lambda row, recipe: [])
     sent: list[dict] = []
     monkeypatch.setattr(MultiSink, "summary", lambda self, d: sent.append(dict(d)))
-    ov = ["exp_name=cifar_resnet20", *FAST]
+    ov = ["model=cifar_resnet32", "exp_name=cifar_resnet20", *FAST]  # an exp label, not the model's name
     summary = train_from_config(compose_config(TINY + ov), tmp_path / "run", ov)
     evals = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if "test/err" in r]
     assert len(evals) == 2 and all(r["paper/test_err"] == 8.75 for r in evals)
@@ -593,7 +595,8 @@ def test_degradation_sweep_launches_one_job_per_model_and_reports_them(tmp_path:
              f"hydra.sweep.dir={sweep}")
     assert p.returncode == 0, p.stderr[-2000:]
     summaries = {json.loads(f.read_text())["exp_name"]: f.parent.name for f in sweep.glob("*/summary.json")}
-    assert summaries == {"cifar_plain20": "0-cifar_plain20-seed0", "cifar_resnet20": "1-cifar_resnet20-seed0"}
+    # TINY trains depth 8: each job is named after the network it trained.
+    assert summaries == {"cifar_plain8": "0-cifar_plain8-seed0", "cifar_resnet8": "1-cifar_resnet8-seed0"}
     rep = build_report([sweep], out=tmp_path / "report")
     assert {r["model"] for r in csv.DictReader(open(rep.out / "results.csv")) if r["n"] == "1"} == {
-        "cifar_resnet20", "cifar_plain20"}
+        "cifar_resnet8", "cifar_plain8"}

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -144,7 +143,7 @@ def load_image_folder(root: str | Path, cache_dir: str | Path | None = None) -> 
         listing = _list_archive(src)
     n = sum(len(items) for split in listing.values() for items in split.values())
     # Decoding 60k JPEGs takes ~30 s: say what is happening rather than sit silent.
-    print(f"decoding {n} images from {src} once (cached in {cache_file})", file=sys.stderr, flush=True)
+    print(f"decoding {n} images from {src} once (cached in {cache_file})", flush=True)
     dataset = _decode_listing(listing)
     _write_cache(cache_file, dataset)
     return dataset
