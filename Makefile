@@ -28,14 +28,16 @@ models: install ## table of every named model: params and mult-adds beside the p
 
 # The suite must pass on any 2-core machine: `test` stays under 10 minutes on the slowest one
 # (about 4x slower than the fastest), `test-all` under 20. Each prints its 10 slowest tests.
+# Two pytest-xdist workers, one test file each at a time (a file's fixtures are built once).
+XDIST ?= -n 2 --dist loadfile
 test: install ## the test suite (every test not marked slow); prints the 10 slowest tests
-	$(PY) -m pytest -m "not slow" --durations=10 $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) -m "not slow" --durations=10 $(PYTEST_ARGS)
 
 test-slow: install ## only the slow tests: real CIFAR-10 (JPEG copy), SIGKILL/SIGTERM resume, torchrun, concurrent bench
-	$(PY) -m pytest -m slow --durations=10 $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) -m slow --durations=10 $(PYTEST_ARGS)
 
 test-all: install ## every test, slow ones included
-	$(PY) -m pytest --durations=10 $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) --durations=10 $(PYTEST_ARGS)
 
 clean: ## remove the venv, caches and local runs
 	rm -rf $(VENV) .pytest_cache runs outputs multirun *.egg-info

@@ -66,3 +66,15 @@ def _quiet_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+
+
+def write_image_folder(root: Path, size: int = 32, classes: tuple[str, ...] = ("a", "b")) -> None:
+    """A CIFAR-style image folder: train/ and test/ with 3 images per class, every image its own
+    colour (`size` x `size` PNGs)."""
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for k, c in enumerate(classes):
+            (root / split / c).mkdir(parents=True)
+            for i in range(3):  # every image its own colour
+                Image.new("RGB", (size, size), (i * 40, k * 100, 0)).save(root / split / c / f"{i}.png")

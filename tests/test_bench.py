@@ -44,6 +44,7 @@ def test_bench_runs_several_benches_at_once(tmp_path: Path) -> None:
     assert c["images_per_s_total"] == pytest.approx(sum(c["images_per_s_each"]), rel=0.01)
 
 
+@pytest.mark.slow
 def test_bench_rejects_bad_settings() -> None:
     r = bench(*BENCH, "bench.iters=0")
     assert r.returncode == 2 and "bench.iters must be >= 1" in r.stderr

@@ -25,7 +25,7 @@ from resnet_repro.cli import CONF_DIR, main
 from resnet_repro.data.build import load_cifar_splits
 from resnet_repro.data.pipeline import eval_batches
 from resnet_repro.errors import ReproError
-from resnet_repro.figures import MAX_TICK_BINS, Curves, draw_figure4, draw_figure6, draw_figure7
+from resnet_repro.report.figures import MAX_TICK_BINS, Curves, draw_figure4, draw_figure6, draw_figure7
 from resnet_repro.loggers import read_jsonl
 from resnet_repro.models import build_from_arch, build_model
 from resnet_repro import judge

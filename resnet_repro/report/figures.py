@@ -12,10 +12,16 @@ Legends sit outside the axes, where they can never hide a curve.
 from __future__ import annotations
 
 import os
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from resnet_repro.errors import ReproError
+from resnet_repro.report.collect import Run, data_label, display_path
+from resnet_repro.report.compare import Group, mean_curve
+from resnet_repro.report.tables import Section, fmt, md_table
 
 
 @dataclass(frozen=True)
@@ -169,3 +175,100 @@ def draw_figure7(responses: Sequence[tuple[str, Sequence[float]]], note: str = "
 
 def figure7(responses: Sequence[tuple[str, Sequence[float]]], path: str | Path, note: str = "") -> Path:
     return _save(draw_figure7(responses, note), Path(path))
+
+
+FIGURE6 = "figure6_cifar.png"
+FIGURE4 = "figure4_imagenet.png"
+FIGURE7 = "figure7_layer_responses.png"
+
+
+
+
+def _curves(groups: Sequence[Group]) -> list[Any]:
+
+    labels = [g.label for g in groups]
+    out = []
+    for g in groups:
+        it, tr = mean_curve(g.runs, "train/err")
+        tit, te = mean_curve(g.runs, "test/err")
+        label = g.label if labels.count(g.label) == 1 else f"{g.label} ({g.exp}, {data_label(g.data)})"
+        out.append(Curves(label, g.depth, it, tr, tit, te))
+    return out
+
+
+def _figure_note(groups: Sequence[Group]) -> str:
+    seeds = max(len(g.runs) for g in groups)
+    datas = ", ".join(sorted({data_label(g.data) for g in groups}))
+    return f"data: {datas}" + (f"; mean over seeds (up to {seeds})" if seeds > 1 else "")
+
+
+def figure_sections(cifar: Sequence[Group], imagenet: Sequence[Group], out: Path) -> tuple[Section, list[Path]]:
+
+    md: list[str] = []
+    files: list[Path] = []
+    if cifar:
+        plain = [g for g in cifar if not g.residual]
+        res = [g for g in cifar if g.residual and g.depth < 1202]
+        deep = [g for g in cifar if g.residual and g.depth >= 110] if any(
+            g.residual and g.depth >= 1202 for g in cifar) else []
+        files.append(figure6(_curves(plain), _curves(res), _curves(deep), out / FIGURE6, _figure_note(cifar)))
+        md += ["## Figure 6: CIFAR-10 training curves", "",
+               f"![Figure 6]({FIGURE6})", "",
+               "Dashed: training error (logged every `trainer.log_every` iterations, augmented batches); bold: "
+               "test error (every `trainer.eval_every`). x axis: iterations (k = thousand, M = million). "
+               "One colour per depth; with several seeds each curve is the mean over seeds at the iterations "
+               "they all logged. The right panel (ResNet-110 vs ResNet-1202) appears when a ResNet-1202 run exists.",
+               ""]
+    if imagenet:
+        plain = [g for g in imagenet if not g.residual]
+        res = [g for g in imagenet if g.residual and g.depth <= 34 and g.arch.get("shortcut") == "A"]
+        files.append(figure4(_curves(plain), _curves(res), out / FIGURE4, _figure_note(imagenet)))
+        md += ["## Figure 4: ImageNet training curves", "", f"![Figure 4]({FIGURE4})", "",
+               "Thin: training error; bold: centre-crop validation error (`test/err`: ImageNet's val set is our "
+               "test split). Plain nets left, option-A ResNet-18/34 right; mean over seeds.", ""]
+    return Section(md), files
+
+
+def add_layer_responses(runs: Sequence[Run], device: str = "auto") -> list[str]:
+    """Run the Figure 7 analysis for local CIFAR runs without `layer_responses.json`;
+    returns one note per run that could not be analysed."""
+    from resnet_repro.analyze import analyze_run
+
+    notes = []
+    for r in runs:
+        if r.responses is not None or not r.local or r.arch.get("family") != "cifar":
+            continue
+        try:
+            r.responses = analyze_run(r.path, device=device)
+        except ReproError as e:
+            notes.append(f"- {display_path(r.path)}: not analysed: {e}")
+    return notes
+
+
+def figure7_section(groups: Sequence[Group], out: Path, notes: Sequence[str]) -> tuple[Section, list[Path]]:
+
+    lines = []
+    for g in groups:
+        resp = [r.responses["std"] for r in g.runs if r.responses]
+        resp = [s for s in resp if len(s) == len(resp[0])] if resp else []
+        if resp:
+            mean = [statistics.fmean(col) for col in zip(*resp)]
+            lines.append((g, mean, len(resp)))
+    if not lines:
+        return Section(["## Figure 7: layer responses", "", *(notes or []),
+                        "No run has `layer_responses.json` (`report --layer-responses` or `analyze` makes them).",
+                        ""] if notes else []), []
+    labels = [g.label for g, _, _ in lines]
+    responses = [(g.label if labels.count(g.label) == 1 else f"{g.label} ({g.exp}, {data_label(g.data)})", m)
+                 for g, m, _ in sorted(lines, key=lambda t: (t[0].residual, t[0].depth))]
+    path = figure7(responses, out / FIGURE7, _figure_note([g for g, _, _ in lines]))
+    md = ["## Figure 7: layer responses", "", f"![Figure 7]({FIGURE7})", "",
+          "Std of each 3x3 layer's output after BN and before the addition / ReLU, on the test split, in eval "
+          "mode; network order (top) and sorted by magnitude (bottom). Layer 1 is the stem's 3x3 conv (its "
+          "BN), then each block's two 3x3 layers: 6n+1 layers for a 6n+2-layer net. Several seeds: the "
+          "mean over seeds per layer.", "",
+          *md_table(["model", "exp", "data", "layers", "seeds", "mean std", "max", "min"],
+                     [[g.label, g.exp, data_label(g.data), str(len(m)), str(k), fmt(statistics.fmean(m), ".3f"),
+                       fmt(max(m), ".3f"), fmt(min(m), ".3f")] for g, m, k in lines]),
+          "", *notes, ""]
+    return Section(md), [path]

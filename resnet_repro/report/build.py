@@ -1,0 +1,143 @@
+"""`python -m resnet_repro report`: collect the runs, judge them, render the tables and draw
+the figures into `--out` (default `./report`): report.md, results.csv and the PNGs."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from resnet_repro import judge, paper
+from resnet_repro.errors import ConfigError, ReproError
+from resnet_repro.report.collect import Incomplete, Run, data_label, display_path, find_runs, runs_from_wandb
+from resnet_repro.report.compare import group_runs
+from resnet_repro.report.figures import add_layer_responses, figure7_section, figure_sections
+from resnet_repro.report.tables import CSV_FIELDS, Section, imagenet_sections, other_table, plain_table, runs_table, table6
+
+
+
+@dataclass
+class Report:
+    markdown: str
+    out: Path
+    files: list[Path]
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    from resnet_repro.rundir import write_text_atomic
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r[k]) for k in CSV_FIELDS})
+    write_text_atomic(path, buf.getvalue())
+
+
+def _header(paths: Sequence[str], wandb: str | None, runs: Sequence[Run], incomplete: Sequence[Incomplete],
+            sigma_cifar: float, sigma_imagenet: float) -> list[str]:
+    datas = sorted({r.data for r in runs})
+    sources = [f"`{p}`" for p in paths] + ([f"W&B project `{wandb}`"] if wandb else [])
+    md = [
+        "# Reproduction report: He et al. 2016, *Deep Residual Learning for Image Recognition*",
+        "",
+        f"{len(runs)} finished run(s) and {len(incomplete)} incomplete run(s) from {', '.join(sources)}.",
+        "",
+        "- Ours: mean ± sample standard deviation (n−1) over seeds ('-' for one run), the best (lowest) "
+        "run and n. Errors in %.",
+        "- Verdicts only for runs of the paper's recipe (the row's architecture, iterations, schedule, batch, "
+        "training-set size and data set); other rows say \"not the paper's recipe: <what differs>\". "
+        "Runs of different recipes are never averaged together.",
+        "- Band: 'reproduced' when |ours mean − paper| ≤ 2 σ √(1/n + 1/n_paper), "
+        f"σ = {sigma_cifar:g} points on CIFAR-10 (Table 6's ResNet-110 spread), {sigma_imagenet:g} on ImageNet "
+        "(our choice); below the band 'better than the paper', above it 'worse than the paper'.",
+        "- Data of our runs: " + (", ".join(data_label(d) for d in datas) or "none") + ".",
+    ]
+    if any(d not in ("cifar10", "imagenet") for d in datas):
+        md.append("- **Not the paper's data:** rows on 'synthetic (not CIFAR-10)' data are not the paper's "
+                  "recipe and get no verdict; rows on 'CIFAR-10 (JPEG copy)' use a re-encoded copy of "
+                  "CIFAR-10, not the paper's files, and say so in their verdict.")
+    return md + [""]
+
+
+def build_report(
+    paths: Sequence[str | Path],
+    out: str | Path | None = None,
+    sigma_cifar: float = judge.SIGMA_CIFAR,
+    sigma_imagenet: float = judge.SIGMA_IMAGENET,
+    wandb: str | None = None,
+    layer_responses: bool = False,
+    device: str = "auto",
+) -> Report:
+    """Find the runs, write report.md, results.csv and the figures into `out`, return them."""
+    if not (sigma_cifar > 0 and sigma_imagenet > 0):
+        raise ConfigError("--sigma-cifar and --sigma-imagenet are per-run stds in percentage points and must be > 0")
+    if not paths and not wandb:
+        raise ConfigError("give run or sweep directories (or --wandb ENTITY/PROJECT)")
+    runs, incomplete = find_runs(paths)
+    if wandb:
+        w_runs, w_incomplete = runs_from_wandb(wandb)
+        runs, incomplete = runs + w_runs, incomplete + w_incomplete
+    if not runs and not incomplete:
+        where = ", ".join(str(p) for p in paths) + (f", W&B {wandb}" if wandb else "")
+        raise ReproError(f"no runs found under {where} (a run directory has summary.json)")
+    # One default whatever the inputs: run directories are records (maybe shared or read-only),
+    # so a report never lands inside one unless --out says so.
+    out_dir = Path(out) if out is not None else Path("report")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    groups = group_runs(runs)
+    cifar = [g for g in groups if g.family == "cifar"]
+    imagenet = [g for g in groups if g.family == "imagenet"]
+    in_tables = {*paper.TABLE6_ERROR, *paper.TABLE2_TOP1, *paper.TABLE3_TOP1_TOP5, *paper.TABLE4_TOP1_TOP5}
+    other = [g for g in groups if g.exp not in in_tables and not (g.family == "cifar" and not g.residual)]
+
+    notes = add_layer_responses(runs, device) if layer_responses else []
+    figs, files = figure_sections(cifar, [g for g in imagenet if g.data == "imagenet"], out_dir)
+    fig7, files7 = figure7_section(cifar, out_dir, notes)
+    sections = [
+        Section(_header([str(p) for p in paths], wandb, runs, incomplete, sigma_cifar, sigma_imagenet)),
+        table6(cifar, sigma_cifar),
+        plain_table(cifar),
+        *imagenet_sections(imagenet, sigma_imagenet),
+        figs,
+        fig7,
+        *([other_table(other)] if other else []),
+        runs_table(runs, incomplete),
+    ]
+    markdown = "\n".join(line for s in sections for line in s.markdown).rstrip() + "\n"
+
+    from resnet_repro.rundir import write_text_atomic
+
+    write_text_atomic(out_dir / "report.md", markdown)
+    _write_csv(out_dir / "results.csv", [r for s in sections for r in s.csv_rows])
+    return Report(markdown, out_dir, [out_dir / "report.md", out_dir / "results.csv", *files, *files7])
+
+
+def cli_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m resnet_repro report",
+        description="Compare runs with the paper: Table 6 (CIFAR-10), Tables 2-4 (ImageNet), Figures 4, 6 "
+        "and 7. Writes report.md, results.csv and PNGs into --out and prints the markdown.",
+    )
+    parser.add_argument("dirs", nargs="*", help="run directories or directories containing runs (searched recursively)")
+    parser.add_argument("--out", default=None, help="output directory (default: ./report in the current directory; "
+                        "the run directories are only read)")
+    parser.add_argument("--sigma-cifar", type=float, default=judge.SIGMA_CIFAR,
+                        help=f"per-run std of the test error in points (default {judge.SIGMA_CIFAR}: Table 6)")
+    parser.add_argument("--sigma-imagenet", type=float, default=judge.SIGMA_IMAGENET,
+                        help=f"per-run std of top-1/top-5 in points (default {judge.SIGMA_IMAGENET}: our choice)")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", default=None, help="also read the runs of a W&B project")
+    parser.add_argument("--layer-responses", action="store_true",
+                        help="measure Figure 7's layer responses for runs without layer_responses.json")
+    parser.add_argument("--device", default="auto", help="device for --layer-responses (default: auto)")
+    args = parser.parse_args(argv)
+    rep = build_report(args.dirs, args.out, args.sigma_cifar, args.sigma_imagenet, args.wandb,
+                       args.layer_responses, args.device)
+    print(rep.markdown, end="")
+    print(f"\nwrote {', '.join(display_path(str(f)) for f in rep.files)}")
+    return 0

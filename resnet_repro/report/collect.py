@@ -1,0 +1,204 @@
+"""Collecting runs for the report: run directories (a `summary.json` each; `metrics.jsonl` or a
+checkpoint without one is an unfinished run), the `eval_*.json` records beside them, and runs
+logged to W&B. Produces `Run` and `Incomplete` records; judges nothing."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from collections.abc import Sequence
+
+from resnet_repro import judge
+from resnet_repro.errors import ReproError
+from resnet_repro.loggers import read_jsonl
+
+# The ImageNet tables' protocols (§3.4): 10-crop for Tables 2 and 3, multi-scale for Table 4.
+# `eval` writes `<run>/eval_*.json` files: {"protocol": ..., "err": top-1 %, "top5_err": %}.
+EVAL_GLOB = "eval_*.json"
+EVAL_PROTOCOLS = ("ten_crop", "multi_scale", "center")
+EVAL_MISSING = "missing (run `eval protocol=all`)"
+MISSING = "missing"
+
+# What a run's `data` was. Only cifar10 and imagenet are the paper's data sets.
+DATA_LABELS = {
+    "cifar10": "CIFAR-10",
+    "cifar10_folder": "CIFAR-10 (JPEG copy)",
+    "synthetic": "synthetic (not CIFAR-10)",
+    "imagenet": "ImageNet",
+}
+
+def data_label(name: str | None) -> str:
+    return DATA_LABELS.get(str(name), str(name))
+
+
+
+
+@dataclass
+class Run:
+    """A finished run: its summary.json, metrics rows and any `eval_*.json` results."""
+
+    path: str
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]]
+    evals: dict[str, dict[str, float | None]] = field(default_factory=dict)  # protocol -> errors
+    responses: dict[str, Any] | None = None  # layer_responses.json (Figure 7)
+    local: bool = True  # a run directory (False: read from W&B)
+    config: dict[str, Any] | None = None  # the resolved config (config.yaml, or W&B's run config)
+
+    @property
+    def exp(self) -> str:
+        return str(self.summary.get("exp_name") or self.summary.get("model") or "?")
+
+    @property
+    def data(self) -> str:
+        return str(self.summary.get("data") or "?")
+
+    @property
+    def arch(self) -> dict[str, Any]:
+        a = self.summary.get("arch")
+        return a if isinstance(a, dict) else {}
+
+    @property
+    def seed(self) -> int:
+        s = self.summary.get("seed")
+        return s if isinstance(s, int) else -1
+
+    @property
+    def recipe(self) -> judge.Recipe:
+        return judge.recipe_of(self.summary, self.config)
+
+
+@dataclass
+class Incomplete:
+    """A run directory without summary.json: still training, killed or crashed."""
+
+    path: str
+    exp: str
+    last_iter: int | None
+    note: str
+
+
+def number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def read_eval_results(run_dir: Path) -> dict[str, dict[str, float | None]]:
+    """protocol -> {"err", "top5_err"} from `<run>/eval_*.json` (newest file wins per
+    protocol). A file may hold one result, a list, or {"all": [...]} as `eval` returns."""
+    out: dict[str, dict[str, float | None]] = {}
+    for path in sorted(run_dir.glob(EVAL_GLOB), key=lambda p: p.stat().st_mtime):
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        items = d if isinstance(d, list) else d.get("all", [d]) if isinstance(d, dict) else []
+        for item in items:
+            if not isinstance(item, dict) or item.get("protocol") not in EVAL_PROTOCOLS:
+                continue
+            if item.get("split", "test") != "test" or number(item.get("err")) is None:
+                continue  # held-out (val) results do not go beside the paper's val-set numbers
+            out[item["protocol"]] = {"err": number(item["err"]), "top5_err": number(item.get("top5_err"))}
+    return out
+
+
+def load_run(run_dir: Path) -> Run:
+    from resnet_repro.analyze import read_responses
+
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ReproError(f"could not read {run_dir / 'summary.json'}: {e}") from None
+    if not isinstance(summary, dict):
+        raise ReproError(f"{run_dir / 'summary.json'} is not a run summary (not a JSON object)")
+    metrics = run_dir / "metrics.jsonl"
+    rows = read_jsonl(metrics) if metrics.is_file() else []
+    return Run(str(run_dir), summary, rows, read_eval_results(run_dir), read_responses(run_dir),
+               config=_read_config(run_dir))
+
+
+def _read_config(run_dir: Path) -> dict[str, Any] | None:
+    """The run's resolved config.yaml (plain YAML), or None: the recipe then says what is
+    not recorded."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def _incomplete(run_dir: Path) -> Incomplete:
+    exp = "?"
+    try:
+        from omegaconf import OmegaConf
+
+        exp = str(OmegaConf.load(run_dir / "config.yaml").get("exp_name", "?"))
+    except Exception:  # no or unreadable config.yaml: the name stays unknown
+        pass
+    metrics = run_dir / "metrics.jsonl"
+    iters = [r["iter"] for r in read_jsonl(metrics) if isinstance(r.get("iter"), int)] if metrics.is_file() else []
+    return Incomplete(str(run_dir), exp, max(iters) if iters else None,
+                      f"no summary.json (still running, or stopped): `train resume={run_dir}` continues it")
+
+
+SKIP_DIRS = {".hydra", "checkpoints", "wandb", "__pycache__", ".git"}
+
+
+def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Incomplete]]:
+    """Finished and unfinished runs under `paths`, searched recursively (a run dir's own
+    subdirectories are not searched)."""
+    runs: list[Run] = []
+    incomplete: list[Incomplete] = []
+    seen: set[Path] = set()
+    for p in paths:
+        root = Path(p)
+        if not root.is_dir():
+            raise ReproError(f"not a directory: {root}")
+        for dirpath, dirnames, filenames in os.walk(root):
+            d = Path(dirpath)
+            real = d.resolve()
+            if real in seen:
+                dirnames[:] = []
+                continue
+            seen.add(real)
+            names = set(filenames)
+            if "summary.json" in names:
+                runs.append(load_run(d))
+                dirnames[:] = []
+            elif "metrics.jsonl" in names or (d / "checkpoints" / "last.pt").is_file():
+                incomplete.append(_incomplete(d))
+                dirnames[:] = []
+            else:
+                dirnames[:] = sorted(n for n in dirnames if n not in SKIP_DIRS)
+    return runs, incomplete
+
+
+def runs_from_wandb(project: str) -> tuple[list[Run], list[Incomplete]]:
+    from resnet_repro.wandb_runs import fetch_runs
+
+    runs: list[Run] = []
+    incomplete: list[Incomplete] = []
+    for rec in fetch_runs(project):
+        if rec["finished"]:
+            runs.append(Run(rec["path"], rec["summary"], rec["rows"], local=False, config=rec.get("config")))
+        else:
+            iters = [r["iter"] for r in rec["rows"]]
+            incomplete.append(Incomplete(rec["path"], str(rec["summary"].get("exp_name", "?")),
+                                         max(iters) if iters else None, f"W&B run {rec['state']}, no test_err"))
+    return runs, incomplete
+
+
+def display_path(p: str) -> str:
+    """Relative to the working directory when inside it, else as given."""
+    try:
+        rel = os.path.relpath(p)
+    except ValueError:
+        return p
+    return p if rel.startswith("..") else rel
