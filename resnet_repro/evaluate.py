@@ -70,7 +70,7 @@ def _precise_bn(model, settings, data_settings, device, num_batches: int, worker
     """Recompute the BN statistics over `num_batches` of the run's own training batches (its
     global batch, grouped as in training, training augmentation, from iteration 0); returns
     the `bn_stats` label of the numbers that follow."""
-    from resnet_repro.data.build import build_training_data
+    from resnet_repro.training_data import build_training_data
     from resnet_repro.distributed import World
     from resnet_repro.precise_bn import recompute_bn_stats
 

@@ -35,7 +35,7 @@ from resnet_repro.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from resnet_repro.data.build import TrainingData, build_training_data
+from resnet_repro.training_data import TrainingData, build_training_data
 from resnet_repro.distributed import World, all_reduce_sum, per_process_batch
 from resnet_repro.engine import make_sgd, maybe_compile, precision, set_tf32, train_step
 from resnet_repro.errors import ReproError

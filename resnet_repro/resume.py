@@ -51,7 +51,9 @@ def reconcile_resume(composed: dict[str, Any], saved: dict[str, Any], overrides:
 
     `resume=<dir>`: the saved config, plus command-line overrides of RESUMABLE_KEYS only.
     Re-running into an existing run dir: the composed config must equal the saved one outside
-    RESUMABLE_KEYS. Anything else is refused, so a run dir never mixes two recipes.
+    RESUMABLE_KEYS. Anything else is refused, so a run dir never mixes two recipes. A setting the
+    saved config lacks and the command does not name is one a newer version added (e.g.
+    `trainer.tf32`): its default applies, so runs started before it still resume.
     """
     if explicit_resume:
         merged = OmegaConf.create(saved)
@@ -67,11 +69,15 @@ def reconcile_resume(composed: dict[str, Any], saved: dict[str, Any], overrides:
             OmegaConf.update(merged, key, OmegaConf.select(OmegaConf.create(composed), key), force_add=True)
         return OmegaConf.to_container(merged)  # type: ignore[return-value]
     new, old = _flatten(composed), _flatten(saved)
+    named = {item.split("=", 1)[0].lstrip("+~") for item in overrides}
     # The data set or model that differs is named before any of its settings that follow.
     for key in sorted(set(new) | set(old), key=lambda k: (not (k.endswith(".name") or k == "exp_name"), k)):
+        if key not in old and key not in named:
+            continue  # added by a newer version: its default applies
         if not _resumable(key) and new.get(key, "<unset>") != old.get(key, "<unset>"):
             raise ConfigError(
                 f"this run dir was started with {key}={old.get(key, '<unset>')!r} but this command sets "
-                f"{new.get(key, '<unset>')!r}; use the same settings to resume, or a new run dir"
+                f"{new.get(key, '<unset>')!r}; use the same settings, `train resume=<dir>` to continue with "
+                "the saved ones, or a new run dir"
             )
     return composed

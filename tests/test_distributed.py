@@ -13,7 +13,7 @@ import torch
 from dataclasses import replace
 
 from conftest import REPO, TINY, compose_config
-from resnet_repro.data.build import build_training_data
+from resnet_repro.training_data import build_training_data
 from resnet_repro.distributed import World
 from resnet_repro.engine import make_sgd, train_step
 from resnet_repro.loggers import read_jsonl
