@@ -1,3 +1,5 @@
+"""`python -m resnet_repro`: runs the command line (resnet_repro.cli)."""
+
 import sys
 
 from resnet_repro.cli import main

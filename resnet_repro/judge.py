@@ -190,7 +190,7 @@ def recipe_differences(row: str, r: Recipe) -> list[str]:
             ms = ", ".join(map(str, r.milestones)) if r.milestones is not None else None
             check(ms, ", ".join(map(str, paper.CIFAR_MILESTONES)), "lr milestones", "lr drops at {v} (paper {p})")
             check(r.gamma, paper.CIFAR_GAMMA, "lr factor", "lr factor {v:g} (paper {p:g})")
-        warm = row in paper.CIFAR_WARMUP
+        warm = row in paper.CIFAR_WARMUP or row in paper.CIFAR_WARMUP_OURS
         check(r.warmup, warm, "warm-up", "lr warm-up (paper none)" if not warm else "no warm-up (paper lr 0.01 first)")
         if warm and r.warmup and r.warmup_lr is not None:
             check(r.warmup_lr, paper.CIFAR_WARMUP_LR, "warm-up lr", "warm-up lr {v:g} (paper {p:g})")

@@ -37,6 +37,16 @@ def compose_config(overrides: list[str], config_name: str = "config") -> DictCon
         return compose(config_name=config_name, overrides=overrides)
 
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two xdist workers on a 2-core machine: one thread each (and in the runs they start), not
+    # two workers of two threads fighting over two cores. Results do not depend on it: tests
+    # never compare numbers across thread counts except through measured tolerances.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _fresh_machine_caches(tmp_path_factory: pytest.TempPathFactory):
     """Every cache a run could leave behind lives in this session's temporary directory, so no

@@ -1,5 +1,6 @@
-"""CIFAR-style data: sources (torchvision CIFAR-10, image folders, synthetic) and the
-in-memory tensor pipeline that augments batches on the training device (§4.2)."""
+"""Data: CIFAR-style sources (torchvision CIFAR-10, image folders, synthetic) and the in-memory
+tensor pipeline that augments batches on the training device (§4.2); ImageNet folders with the
+§3.4 augmentation (imagenet.py, device_input.py). Imports nothing above this package."""
 
 from __future__ import annotations
 
