@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,18 @@ def write_image_folder(root: Path, size: int = 32, classes: tuple[str, ...] = ("
             (root / split / c).mkdir(parents=True)
             for i in range(3):  # every image its own colour
                 Image.new("RGB", (size, size), (i * 40, k * 100, 0)).save(root / split / c / f"{i}.png")
+
+
+def train_tiny(tmp: Path, overrides: list[str], extra: list[str] = ()) -> dict:
+    """A TINY run (plus `overrides`) into `tmp`, in this process."""
+    from resnet_repro.train import train_from_config
+
+    cfg = compose_config(TINY + list(overrides) + list(extra))
+    return train_from_config(cfg, tmp, list(overrides) + list(extra))
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`python -m resnet_repro ARGS` as a user runs it (from the repo root unless `cwd`)."""
+    return subprocess.run(
+        [sys.executable, "-m", "resnet_repro", *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=300
+    )

@@ -6,27 +6,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SHARED_CIFAR, SYNTH, TINY, TINY_TRAINER, compose_config, write_image_folder
+from conftest import SHARED_CIFAR, SYNTH, TINY, TINY_TRAINER, compose_config, write_image_folder, cli, train_tiny as train
 from resnet_repro import engine
 from resnet_repro.checkpoint import load_checkpoint
 from resnet_repro.loggers import read_jsonl
 from resnet_repro.train import train_from_config
 
-def train(tmp: Path, overrides: list[str], extra: list[str] = ()) -> dict:
-    cfg = compose_config(TINY + list(overrides) + list(extra))
-    return train_from_config(cfg, tmp, list(overrides) + list(extra))
-
-
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "resnet_repro", *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=300
-    )
 
 
 # -- the command line -----------------------------------------------------------------------------

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO, TINY, compose_config, write_image_folder
+from conftest import TINY, compose_config, write_image_folder, train_tiny as train
 from resnet_repro import engine, judge
 from resnet_repro.checkpoint import load_checkpoint, save_checkpoint
 from resnet_repro.data.build import load_cifar_splits
@@ -27,15 +25,6 @@ from resnet_repro.train import train_from_config
 EXPS = sorted(p.stem for p in (CONF_DIR / "exp").glob("*.yaml"))
 
 
-def train(tmp: Path, overrides: list[str], extra: list[str] = ()) -> dict:
-    cfg = compose_config(TINY + list(overrides) + list(extra))
-    return train_from_config(cfg, tmp, list(overrides) + list(extra))
-
-
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "resnet_repro", *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=300
-    )
 
 
 # -- recipes ------------------------------------------------------------------------------------
