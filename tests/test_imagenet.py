@@ -330,13 +330,16 @@ def test_corrupt_training_jpeg_names_the_file_on_one_line(tmp_path: Path, worker
     assert str(bad) in str(err.value) and "\n" not in str(err.value)
 
 
-def test_corrupt_val_jpeg_names_the_file_in_a_protocol(tmp_path: Path) -> None:
+@pytest.mark.parametrize("decode, protocol", [("workers", "center"), ("device", "ten_crop")])
+def test_corrupt_val_jpeg_names_the_file_in_a_protocol(tmp_path: Path, decode: str, protocol: str) -> None:
+    # Evaluation never skips an image (an error over a smaller set is not the paper's number),
+    # on either input path.
     write_fake_image_folder(tmp_path, 2, 1, splits=("val",))
     bad = tmp_path / "val" / "n00000000" / "zz.jpeg"
     bad.write_bytes(b"garbage")
     files, labels, _ = scan_image_folder(tmp_path / "val")
     with pytest.raises(DataError, match=f"cannot read image {bad}"):
-        evaluate_protocol(TinyNet(), files, labels, "center", device="cpu", workers=2, batch_size=4)
+        evaluate_protocol(TinyNet(), files, labels, protocol, device="cpu", workers=2, batch_size=4, decode=decode)
     with pytest.raises(DataError, match="cannot read image"):
         read_rgb(str(bad))
 
