@@ -136,7 +136,8 @@ def analyze_run(
     from resnet_repro.data.sources import ArraySplit
     from resnet_repro.loggers import write_json_atomic
     from resnet_repro.models import build_from_arch
-    from resnet_repro.settings import resolve_device, run_settings
+    from resnet_repro.policy import resolve_device
+    from resnet_repro.settings import run_settings
 
     run_dir = Path(run_dir)
     if max_images is not None and max_images < 1:

@@ -45,15 +45,16 @@ from resnet_repro.errors import ConfigError, ReproError
 from resnet_repro.loggers import write_json_atomic
 from resnet_repro.models import build_from_arch, input_size
 from resnet_repro.provenance import device_name, git_commit, peak_memory, reset_peak_memory
-from resnet_repro.settings import (
-    RunSettings,
-    check_types,
-    compile_mode,
-    resolve_device,
-    run_settings,
-    use_amp,
-    use_channels_last,
-)
+from resnet_repro.policy import compile_mode, cpu_record, resolve_device, resolve_precision
+from resnet_repro.settings import RunSettings, check_types, run_settings
+
+# bench.precisions: training precisions timed side by side in one invocation (issue 19)
+PRECISION_PATHS = {
+    "fp32": ("off", "off"),
+    "fp32+channels_last": ("off", "on"),
+    "bf16": ("bf16", "off"),
+    "bf16+channels_last": ("bf16", "on"),
+}
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,9 @@ class BenchSettings:
     # imagenet: timed batches of the input alone; many more than the loader prefetches
     # (workers x prefetch_factor batches), which would otherwise be timed as free
     input_iters: int = 50
+    # also time these training precisions (trainer.amp / channels_last forced), e.g.
+    # [fp32, bf16, bf16+channels_last]: names from PRECISION_PATHS
+    precisions: tuple[str, ...] = ()
 
 
 def _task(cfg: DictConfig) -> None:
@@ -95,8 +99,12 @@ def bench_settings(b: dict[str, Any]) -> BenchSettings:
     if unknown:
         raise ConfigError(f"unknown bench setting(s) {unknown}; valid: {sorted(BenchSettings.__dataclass_fields__)}")
     check_types(b, get_type_hints(BenchSettings), "bench.")
-    if "decode_paths" in b:
-        b["decode_paths"] = tuple(b["decode_paths"])
+    for key in ("decode_paths", "precisions"):
+        if key in b:
+            b[key] = tuple(b[key])
+    bad = [p for p in b.get("precisions", ()) if p not in PRECISION_PATHS]
+    if bad:
+        raise ConfigError(f"unknown bench.precisions {bad}; choose from {', '.join(PRECISION_PATHS)}")
     bench = BenchSettings(**b)
     if bench.iters < 1 or bench.warmup < 0 or bench.concurrent < 1 or bench.baseline_workers < 0 or bench.input_iters < 1:
         raise ConfigError(
@@ -146,7 +154,8 @@ def _baseline_model(settings: RunSettings, num_classes: int, device: torch.devic
 def time_configured(settings: RunSettings, bench: BenchSettings, device: torch.device) -> dict[str, Any]:
     """The training step as `train` runs it."""
     tr = settings.trainer
-    amp, cl = use_amp(tr.amp, device), use_channels_last(tr.channels_last, device)
+    choice = resolve_precision(tr.amp, tr.channels_last, device)
+    amp, cl = choice.amp, choice.channels_last
     if bench.synthetic:
         size = settings.data.resize or (settings.data.crop if settings.data.name == "imagenet" else input_size(settings.model.arch.family))
         num_classes = 1000 if settings.data.name == "imagenet" else 10
@@ -170,7 +179,21 @@ def time_configured(settings: RunSettings, bench: BenchSettings, device: torch.d
     step = lambda x, y: train_step(net, opt, x, y, 0.1, amp=amp, channels_last=cl)  # noqa: E731
     r = _time_steps(step, batches, bench.iters, bench.warmup, tr.batch_size, device)
     return {**r, "data": source, "amp": "bf16" if amp else "off", "channels_last": cl, "compile": mode or "off",
-            "compile_fell_back": bool(getattr(net, "failed", False))}
+            "compile_fell_back": bool(getattr(net, "failed", False)), "precision_reason": choice.reason}
+
+
+def time_precisions(settings: RunSettings, bench: BenchSettings, device: torch.device) -> dict[str, Any]:
+    """The configured step under each of `bench.precisions` (amp and layout forced), with its
+    images/s relative to fp32 (or to the first path timed when fp32 is not among them)."""
+    out: dict[str, Any] = {}
+    for name in bench.precisions:
+        amp, cl = PRECISION_PATHS[name]
+        s = replace(settings, trainer=replace(settings.trainer, amp=amp, channels_last=cl))
+        out[name] = time_configured(s, bench, device)
+    ref = out.get("fp32") or next(iter(out.values()), None)
+    for r in out.values():
+        r["vs_fp32" if "fp32" in out else "vs_first"] = round(r["images_per_s"] / ref["images_per_s"], 2)
+    return out
 
 
 def time_input(settings: RunSettings, bench: BenchSettings, device: torch.device) -> dict[str, Any]:
@@ -289,6 +312,8 @@ def run_bench(settings: RunSettings, bench: BenchSettings, overrides: list[str] 
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_record(),
+        "auto_precision": resolve_precision("auto", "auto", device).reason,
     }
     if settings.data.name == "imagenet" and not bench.synthetic:
         from resnet_repro.data.device_input import resolve_decode
@@ -306,9 +331,13 @@ def run_bench(settings: RunSettings, bench: BenchSettings, overrides: list[str] 
                 p["end_to_end_vs_ceiling"] = round(p["end_to_end"]["images_per_s"] / ceiling["images_per_s"], 3)
     else:
         result["configured"] = time_configured(settings, bench, device)
+    if bench.precisions:
+        result["precisions"] = time_precisions(settings, bench, device)
     if bench.baseline and settings.data.name in CIFAR_SOURCES and not bench.synthetic:
         result["baseline"] = time_baseline(settings, bench, device)
         result["speedup"] = round(result["configured"]["images_per_s"] / result["baseline"]["images_per_s"], 2)
+        for r in result.get("precisions", {}).values():
+            r["vs_baseline"] = round(r["images_per_s"] / result["baseline"]["images_per_s"], 2)
     if bench.concurrent > 1:
         c = time_concurrent(overrides or [], bench.concurrent)
         c["vs_one_run"] = round(c["images_per_s_total"] / result["configured"]["images_per_s"], 2)
@@ -320,14 +349,21 @@ def format_result(r: dict[str, Any]) -> str:
     lines = [
         f"bench {r['exp_name']} ({r['model']}), batch {r['batch_size']}, {r['iters']} timed iterations after "
         f"{r['warmup']} warm-up, on {r['device']}, torch {r['torch']}",
-        f"{'path':<11} {'images/s':>10} {'ms/iter':>9} {'peak memory':>12}  setup",
     ]
-    for name in ("configured", "baseline"):
-        if name in r:
-            x = r[name]
-            setup = f"{x['data']}; amp {x['amp']}, channels_last {x['channels_last']}, compile {x['compile']}"
-            lines.append(f"{name:<11} {x['images_per_s']:>10.1f} {x['ms_per_iter']:>9.2f} "
-                         f"{x['peak_memory_bytes'] / 2**20:>9.0f} MiB  {setup}")
+    if "cpu" in r and r["device"].startswith("cpu"):
+        c = r["cpu"]
+        lines.append(f"CPU {c['model']} (torch kernels {c['torch_capability']}; native bf16: "
+                     f"{', '.join(c['native_bf16']) or 'none'})")
+    if "precision_reason" in r.get("configured", {}):
+        lines.append(f"precision: {r['configured']['precision_reason']}")
+    lines.append(f"{'path':<20} {'images/s':>10} {'ms/iter':>9} {'peak memory':>12}  setup")
+    rows = [(name, r[name]) for name in ("configured", "baseline") if name in r]
+    rows[1:1] = list(r.get("precisions", {}).items())
+    for name, x in rows:
+        setup = f"{x['data']}; amp {x['amp']}, channels_last {x['channels_last']}, compile {x['compile']}"
+        ratio = "".join(f", {x[k]:.2f}x {k[3:]}" for k in ("vs_fp32", "vs_first", "vs_baseline") if k in x)
+        lines.append(f"{name:<20} {x['images_per_s']:>10.1f} {x['ms_per_iter']:>9.2f} "
+                     f"{x['peak_memory_bytes'] / 2**20:>9.0f} MiB  {setup}{ratio}")
     if "decode_paths" in r:
         lines.append(f"ImageNet input (configured: data.decode={r['configured_decode']}), images/s:")
         for name, p in r["decode_paths"].items():

@@ -28,7 +28,8 @@ from resnet_repro.errors import CheckpointError, ConfigError, DataError, ReproEr
 from resnet_repro.loggers import write_json_atomic
 from resnet_repro.models import build_from_arch, get_arch
 from resnet_repro.pretrained import apply_weights, infer_torchvision_model
-from resnet_repro.settings import check_types, resolve_device, run_settings
+from resnet_repro.policy import resolve_device
+from resnet_repro.settings import check_types, run_settings
 
 IMAGENET_PROTOCOLS = ("center", "ten_crop", "multi_scale")
 

@@ -46,7 +46,8 @@ from resnet_repro.pretrained import apply_weights, freeze_backbone, load_weights
 from resnet_repro.provenance import device_name, git_commit, peak_memory
 from resnet_repro.rundir import resume_checkpoint
 from resnet_repro.schedule import WarmupUntilError, build_schedule
-from resnet_repro.settings import RunSettings, compile_mode, use_amp, use_channels_last
+from resnet_repro.policy import Precision, compile_mode, resolve_precision, use_channels_last
+from resnet_repro.settings import RunSettings
 
 _clock = time.perf_counter  # the loop's clock (a test replaces it with a fake one)
 
@@ -94,6 +95,10 @@ class LoopState:
     skipped: int = 0  # steps skipped for a non-finite loss (trainer.max_skipped_steps)
     wall_time: float = 0.0  # seconds in the loop, evaluation included, over all sessions
     wandb_id: str | None = None
+    # The training precision `auto` resolved to in the run's first session, kept on resume so a
+    # run never changes precision midway (None in checkpoints from before it was recorded).
+    amp: bool | None = None
+    channels_last: bool | None = None
     # Running sums since the last log row / warm-up check (device tensors, read at those steps).
     log_loss: torch.Tensor | float = 0.0
     log_wrong: torch.Tensor | float = 0.0
@@ -115,7 +120,7 @@ class LoopState:
         return state
 
 
-def make_model(settings: RunSettings, device: torch.device, world: World) -> nn.Module:
+def make_model(settings: RunSettings, device: torch.device, world: World, channels_last: bool | None = None) -> nn.Module:
     """The model as training uses it: from its seed or from `model.weights` (optionally with a
     frozen backbone), SyncBN when asked, on its device, channels_last when enabled. `bench`
     times exactly this. DDP wrapping and compilation happen in the Trainer."""
@@ -131,7 +136,7 @@ def make_model(settings: RunSettings, device: torch.device, world: World) -> nn.
     if settings.trainer.sync_bn and world.distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
-    if use_channels_last(settings.trainer.channels_last, device):
+    if channels_last if channels_last is not None else use_channels_last(settings.trainer.channels_last, device):
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -144,10 +149,9 @@ class Trainer:
     """One run: built from typed settings, trained by `run()`, which returns the summary."""
 
     def __init__(self, settings: RunSettings, run_dir: Path, world: World, device: torch.device) -> None:
+        self.process_start = _clock()  # trainer.max_time counts from here (data loading included)
         self.run_dir, self.world, self.device = run_dir, world, device
         self.tr = tr = settings.trainer
-        self.amp = use_amp(tr.amp, device)
-        self.channels_last = use_channels_last(tr.channels_last, device)
         set_tf32(tr.tf32)
         self.ckpt_path = run_dir / LAST
         self.data: TrainingData = build_training_data(
@@ -160,18 +164,38 @@ class Trainer:
         if ckpt is not None:
             check_same_data(ckpt, self.data.fingerprint, settings.data.root or settings.data.name)  # the likelier cause
             check_compatible(ckpt, model_name=settings.model.name, arch=self.arch.as_dict(), path=ckpt_from)
+        self.precision = self._precision(ckpt)
+        self.amp, self.channels_last = self.precision.amp, self.precision.channels_last
         self._set_up()
-        self.state = LoopState()
+        self.state = LoopState(amp=self.amp, channels_last=self.channels_last)
         self.resumed = ckpt is not None
         if ckpt is not None:
             self._resume(ckpt)
 
     # -- set up and resume ------------------------------------------------------------------
 
+    def _precision(self, ckpt: dict[str, Any] | None) -> Precision:
+        """What trainer.amp/channels_last resolve to here; on resume, `auto` keeps what the run
+        started with (a run trained in bf16 on one CPU continues in bf16 on another)."""
+        tr = self.tr
+        choice = resolve_precision(tr.amp, tr.channels_last, self.device)
+        loop = (ckpt or {}).get("loop", {})
+        amp = loop.get("amp") if tr.amp == "auto" and loop.get("amp") is not None else choice.amp
+        cl = loop.get("channels_last") if tr.channels_last == "auto" and loop.get("channels_last") is not None \
+            else choice.channels_last
+        if (amp, cl) == (choice.amp, choice.channels_last):
+            return choice
+        kept = Precision(amp=amp, channels_last=cl, reason=(
+            f"auto kept from the run's start ({'bf16' if amp else 'fp32'}, channels_last {cl}); "
+            f"on this machine it would pick {'bf16' if choice.amp else 'fp32'}: {choice.reason}"))
+        if self.world.is_main:
+            print(f"note: precision {kept.reason}")
+        return kept
+
     def _set_up(self) -> None:
         """Model, learning-rate schedule and SGD (§3.4, §4.2), and their cost."""
         s = self.settings
-        self.model = make_model(s, self.device, self.world)
+        self.model = make_model(s, self.device, self.world, channels_last=self.channels_last)
         self.schedule = build_schedule(
             s.schedule.kind, base_lr=s.schedule.base_lr, milestones=s.schedule.milestones, gamma=s.schedule.gamma,
             warmup=s.schedule.warmup, plateau=s.schedule.plateau,
@@ -191,6 +215,7 @@ class Trainer:
         self.schedule.load_state_dict(ckpt["schedule"])
         set_rng_state(ckpt["rng"])
         self.state = LoopState.from_dict(ckpt["loop"], self.device)
+        self.state.amp, self.state.channels_last = self.amp, self.channels_last
 
     def _wrap(self) -> nn.Module:
         """The module the steps call: DDP over processes, then torch.compile when enabled."""
@@ -233,6 +258,7 @@ class Trainer:
         tr, state = self.tr, self.state
         if self.resumed and state.iteration >= tr.max_iters and (self.run_dir / "summary.json").is_file():
             return self._already_complete()
+        self.pause_reason: str | None = None
         self.net = self._wrap()
         self.sink = self._sinks()
         set_train_mode(self.net, self.settings.model.freeze_backbone)
@@ -248,7 +274,12 @@ class Trainer:
         self.window_start, self.window_iters = _clock(), 0
         self.session_start, self.wall_base = self.window_start, state.wall_time
         self.last_eval: dict[str, float] = {}
+        self.last_eval_iter = -1  # the iteration whose weights last_eval measured
+        self.ckpt_iter = state.iteration if self.resumed else -1  # the iteration of checkpoints/last.pt
         self.warm_err = float("nan")  # the last running training error the warm-up saw
+        if tr.pause_at is not None and state.iteration >= tr.pause_at:
+            self.pause_reason = f"trainer.pause_at={tr.pause_at}"
+            return self.pause_here(state.iteration)  # already there: trains nothing
         batches = self.data.stream.iterate(state.iteration)
         self.stop = StopSignal().install()
         try:
@@ -270,6 +301,8 @@ class Trainer:
                 self.bar.update(1)
                 if self.stop_requested(log_due):
                     self.stop_here(done)
+                if done < tr.max_iters and self.pause_due(done, log_due):
+                    return self.pause_here(done)
         except BaseException:
             self.sink.close()  # what was logged stays; W&B's run is closed properly
             raise
@@ -352,6 +385,7 @@ class Trainer:
         state = self.state
         distributed.average_buffers(self.model, self.world)
         self.last_eval = result = self.data.evaluate(self.model)
+        self.last_eval_iter = done
         set_train_mode(self.net, self.settings.model.freeze_backbone)
         if "val/err" in result:
             if state.best_val_err is None or result["val/err"] < state.best_val_err:
@@ -399,6 +433,7 @@ class Trainer:
              "config": s.config},
             keep_previous=self.run_dir / PREV,
         )
+        self.ckpt_iter = self.state.iteration
 
     def stop_requested(self, log_due: bool) -> bool:
         """SIGTERM/SIGINT seen. Every process must stop at the same iteration, so under
@@ -418,6 +453,38 @@ class Trainer:
                   f"Resume with: python -m resnet_repro train resume={self.run_dir}", file=sys.stderr)
         raise SystemExit(128 + signum)
 
+    def pause_due(self, done: int, log_due: bool) -> bool:
+        """trainer.pause_at reached, or trainer.max_time spent in this process. Under torchrun
+        the clock is agreed at log steps (every process must stop at the same iteration)."""
+        tr = self.tr
+        if tr.pause_at is not None and done >= tr.pause_at:
+            self.pause_reason = f"trainer.pause_at={tr.pause_at}"
+            return True
+        budget = tr.max_time_s
+        if budget is None or (self.world.distributed and not log_due):
+            return False
+        over = float(_clock() - self.process_start >= budget)
+        if self.world.distributed:
+            over = self._reduced(over)[0]
+        if over > 0:
+            self.pause_reason = f"trainer.max_time={tr.max_time} reached"
+            return True
+        return False
+
+    def pause_here(self, done: int) -> dict[str, Any]:
+        """A paused run: checkpoint at `done`, a summary of the weights there (status "paused",
+        an evaluation outside metrics.jsonl and the schedule, so the run resumes exactly as if it
+        had never stopped), one line, and the caller exits 0. The recipe keeps its max_iters."""
+        if self.ckpt_iter != done:
+            self.checkpoint()
+        self.bar.close()
+        summary = self.summarise(status="paused")
+        if self.world.is_main:
+            took = int(_clock() - self.process_start)
+            print(f"paused at iteration {done} of {self.tr.max_iters} after {took // 3600}:{took % 3600 // 60:02d} "
+                  f"({self.pause_reason}); resume with: python -m resnet_repro train resume={self.run_dir}")
+        return summary
+
     def _reduced(self, *values: torch.Tensor | float) -> list[float]:
         t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device) for v in values])
         return all_reduce_sum(t, self.world).tolist()
@@ -431,18 +498,20 @@ class Trainer:
             print(f"test error {summary['test_err']:.2f}% (raise trainer.max_iters to train further)")
         return summary
 
-    def summarise(self) -> dict[str, Any]:
-        """summary.json: the final weights' results, the recipe, cost and provenance."""
+    def summarise(self, status: str = "complete") -> dict[str, Any]:
+        """summary.json: the results of the weights at this iteration (the final ones, or a
+        paused prefix's), the recipe, cost and provenance."""
         state, tr, s, data = self.state, self.tr, self.settings, self.data
-        if not self.last_eval:  # resumed at or past trainer.max_iters: the checkpoint's final numbers
+        if self.last_eval_iter != state.iteration:  # paused between evaluations, or resumed at the end
             distributed.average_buffers(self.model, self.world)
-            self.last_eval = data.evaluate(self.model)
+            self.last_eval, self.last_eval_iter = data.evaluate(self.model), state.iteration
         ev = self.last_eval
         state.wall_time = self.wall_base + _clock() - self.session_start
         peak, peak_kind = peak_memory(self.device)
         summary = {
             "exp_name": s.exp_name, "model": s.model.name, "arch": self.arch.as_dict(), "seed": s.seed,
-            "status": "complete",
+            "status": status,
+            "paused_by": self.pause_reason if status == "paused" else None,
             "test_err": ev.get("test/err"), "test_top5_err": ev.get("test/top5_err"), "test_loss": ev.get("test/loss"),
             "final_val_err": ev.get("val/err"), "best_val_err": state.best_val_err, "best_val_iter": state.best_val_iter,
             "iterations": state.iteration,
@@ -457,6 +526,7 @@ class Trainer:
             "train_precision": precision(self.device, amp=self.amp, tf32=tr.tf32),
             "eval_precision": precision(self.device, amp=False, tf32=tr.tf32),
             "channels_last": self.channels_last,
+            "precision_reason": self.precision.reason,
             "torch": torch.__version__, "python": platform.python_version(), "git_commit": git_commit(),
             "data": s.data.name, "data_fingerprint": data.fingerprint, "num_classes": data.num_classes,
             "train_size": data.sizes["train"], "val_size": data.sizes["val"], "test_size": data.sizes["test"],
@@ -477,6 +547,7 @@ class Trainer:
             self.sink.summary(with_paper_reference(summary, s.config))  # W&B: the paper's number and the gap
             print(f"run dir: {self.run_dir}")
             print(f"test error {summary['test_err']:.2f}% after {state.iteration} iterations"
+                  + (f" of {tr.max_iters} (paused: an incomplete run)" if status == "paused" else "")
                   + (f"; best val error {state.best_val_err:.2f}% at iteration {state.best_val_iter}"
                      if state.best_val_err is not None else ""))
         self.sink.close()

@@ -27,6 +27,8 @@ RESUMABLE_KEYS = (
     "trainer.progress",
     "trainer.compile",
     "trainer.max_skipped_steps",
+    "trainer.max_time",  # when this process pauses: the recipe keeps its max_iters
+    "trainer.pause_at",
     "logger",
     "bench",
     "resume",

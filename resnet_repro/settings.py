@@ -10,12 +10,12 @@ import types
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from resnet_repro.data.build import DataSettings
 from resnet_repro.errors import ConfigError
 from resnet_repro.models import Arch, names_after_network, validate_arch
+from resnet_repro.policy import COMPILE_MODES
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,20 @@ class TrainerSettings:
     ckpt_every: int = 2000
     eval_batch_size: int = 1000
     progress: bool = True
-    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
-    channels_last: str = "auto"  # auto (on for CUDA) | on | off
+    amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with native bf16, else off) | bf16 | off
+    channels_last: str = "auto"  # auto (with bf16 autocast) | on | off
     sync_bn: bool = False  # SyncBatchNorm across processes (the paper did not synchronise)
     max_skipped_steps: int = 0  # steps with a nan/inf loss that may be skipped before stopping
     tf32: bool = True  # CUDA: TF32 for fp32 convs/matmuls (PyTorch's cuDNN default); false: strict fp32
     compile: str = "auto"  # torch.compile mode: auto (default on CUDA, off on CPU) | off | default | reduce-overhead | max-autotune
+    # When this process stops early (a paused run: checkpoint, summary "paused", exit 0). Neither
+    # changes the recipe: the run keeps its max_iters and re-running the command continues it.
+    max_time: str | int | float | None = None  # wall-clock budget of this process: "HH:MM:SS", "DD:HH:MM:SS" or seconds
+    pause_at: int | None = None  # pause at this iteration (a run at or past it trains nothing)
+
+    @property
+    def max_time_s(self) -> float | None:
+        return parse_duration(self.max_time, "trainer.max_time")
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,28 @@ class RunSettings:
     logger: LoggerSettings
     config: dict[str, Any] = field(default_factory=dict)  # the resolved config, for the record
     renamed_from: str | None = None  # the model name the config gave, when the network is another
+
+
+def parse_duration(value: str | int | float | None, key: str) -> float | None:
+    """Seconds from "HH:MM:SS", "DD:HH:MM:SS" (Lightning's max_time format) or a number of seconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ConfigError(f"{key} must be HH:MM:SS, DD:HH:MM:SS or seconds, got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        parts = str(value).strip().split(":")
+        try:
+            nums = [float(p) for p in parts]
+        except ValueError:
+            nums = []
+        if len(parts) not in (1, 3, 4) or len(nums) != len(parts) or any(n < 0 for n in nums):
+            raise ConfigError(f"{key} must be HH:MM:SS, DD:HH:MM:SS or seconds, got {value!r}")
+        seconds = sum(n * u for n, u in zip(reversed(nums), (1, 60, 3600, 86400)))
+    if not seconds > 0:
+        raise ConfigError(f"{key} must be a positive duration, got {value!r}")
+    return seconds
 
 
 def _positive_int(value: Any, key: str) -> int:
@@ -155,42 +185,6 @@ def check_types(section: dict[str, Any], hints: dict[str, Any], where: str) -> N
     for key, value in section.items():
         if key in hints and not _matches(value, hints[key]):
             raise ConfigError(f"{where}{key} must be {_describe(hints[key])}, got {value!r}")
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when available; asking for CUDA without one is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"trainer.device must be auto, cpu or cuda[:N], got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("trainer.device=cuda but no CUDA device is available (use trainer.device=cpu or auto)")
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"trainer.device must be auto, cpu or cuda[:N], got {device!r}")
-    return dev
-
-
-def use_amp(setting: str, device: torch.device) -> bool:
-    """bf16 autocast: on by default on CUDA, off on the CPU (slow there, and CPU runs are
-    the fp32 reference)."""
-    return setting == "bf16" or (setting == "auto" and device.type == "cuda")
-
-
-def use_channels_last(setting: str, device: torch.device) -> bool:
-    return setting in ("on", "true") or (setting == "auto" and device.type == "cuda")
-
-
-COMPILE_MODES = ("auto", "off", "false", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def compile_mode(setting: str, device: torch.device) -> str | None:
-    """torch.compile mode, or None for eager. `auto` compiles on CUDA only: on the CPU the
-    compile time (tens of seconds) outweighs the gain for short runs."""
-    if setting == "auto":
-        return "default" if device.type == "cuda" else None
-    return None if setting in ("off", "false") else setting
 
 
 def per_process_batch_checked(model: ModelSettings, trainer: TrainerSettings, world_size: int) -> int:
@@ -292,6 +286,9 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
         raise ConfigError(f"trainer.max_skipped_steps must be an integer >= 0, got {trainer.max_skipped_steps!r}")
     if not isinstance(trainer.tf32, bool):
         raise ConfigError(f"trainer.tf32 must be true or false, got {trainer.tf32!r}")
+    trainer.max_time_s  # noqa: B018  (a malformed duration: one line now, not mid-run)
+    if trainer.pause_at is not None:
+        _positive_int(trainer.pause_at, "trainer.pause_at")
     if trainer.compile not in COMPILE_MODES:
         raise ConfigError(f"trainer.compile must be one of {', '.join(COMPILE_MODES)}, got {trainer.compile!r}")
     if trainer.amp not in ("auto", "bf16", "off", "false"):

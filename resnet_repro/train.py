@@ -29,7 +29,8 @@ from resnet_repro.loop import Trainer
 from resnet_repro.pretrained import check_weights_norm
 from resnet_repro.resume import reconcile_resume
 from resnet_repro.rundir import RunLock, remove_stale_temp_files, write_text_atomic
-from resnet_repro.settings import RunSettings, per_process_batch_checked, resolve_device, run_settings
+from resnet_repro.policy import resolve_device
+from resnet_repro.settings import RunSettings, per_process_batch_checked, run_settings
 
 CONFIG_FILE = "config.yaml"
 
@@ -102,7 +103,10 @@ def train_from_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> d
         raise ReproError(f"could not create run dir {run_dir}: {e.strerror or e}") from None
     with RunLock(run_dir):  # a second process on this run dir is refused
         remove_stale_temp_files(run_dir)
-        saved = OmegaConf.to_yaml(OmegaConf.create({k: v for k, v in config.items() if k != "resume"}))
+        saved = OmegaConf.create({k: v for k, v in config.items() if k != "resume"})
+        # When this process pauses is not the run's: `train resume=<dir>` continues to the end.
+        saved.trainer.max_time = saved.trainer.pause_at = None
+        saved = OmegaConf.to_yaml(saved)
         write_text_atomic(saved_path, saved)
         return fit(settings, run_dir)
 

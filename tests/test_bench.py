@@ -50,3 +50,21 @@ def test_bench_rejects_bad_settings() -> None:
     assert r.returncode == 2 and "bench.iters must be >= 1" in r.stderr
     r = bench(*BENCH, "+bench.speed=11")
     assert r.returncode == 2 and "unknown bench setting" in r.stderr
+
+
+def test_bench_times_each_precision_in_one_invocation_and_names_the_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    r = bench(*BENCH, "bench.precisions=[fp32,bf16+channels_last]", f"bench.json={out}")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    p = res["precisions"]
+    assert list(p) == ["fp32", "bf16+channels_last"]
+    assert (p["fp32"]["amp"], p["fp32"]["channels_last"]) == ("off", False)
+    assert (p["bf16+channels_last"]["amp"], p["bf16+channels_last"]["channels_last"]) == ("bf16", True)
+    for x in p.values():  # ratios to fp32 and to the naive baseline, from the timed rates
+        assert x["vs_fp32"] == pytest.approx(x["images_per_s"] / p["fp32"]["images_per_s"], abs=0.01)
+        assert x["vs_baseline"] == pytest.approx(x["images_per_s"] / res["baseline"]["images_per_s"], abs=0.01)
+    assert res["cpu"]["model"] and "native_bf16" in res["cpu"] and res["auto_precision"].startswith("auto on a CPU")
+    assert "CPU " in r.stdout and "bf16+channels_last" in r.stdout and "precision: " in r.stdout
+    bad = bench(*BENCH, "bench.precisions=[fp16]")
+    assert bad.returncode == 2 and "unknown bench.precisions ['fp16']" in bad.stderr

@@ -97,7 +97,10 @@ def build_report(
     other = [g for g in groups if g.exp not in in_tables and not (g.family == "cifar" and not g.residual)]
 
     notes = add_layer_responses(runs, device) if layer_responses else []
-    figs, files = figure_sections(cifar, [g for g in imagenet if g.data == "imagenet"], out_dir)
+    # Curves of paused runs too (prefixes of their recipe, labelled in the runs table); no verdicts.
+    curve_groups = group_runs(runs + [i.run for i in incomplete if i.run is not None])
+    figs, files = figure_sections([g for g in curve_groups if g.family == "cifar"],
+                                  [g for g in curve_groups if g.family == "imagenet" and g.data == "imagenet"], out_dir)
     fig7, files7 = figure7_section(cifar, out_dir, notes)
     sections = [
         Section(_header([str(p) for p in paths], wandb, runs, incomplete, sigma_cifar, sigma_imagenet)),

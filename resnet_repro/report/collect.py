@@ -74,12 +74,24 @@ class Run:
 
 @dataclass
 class Incomplete:
-    """A run directory without summary.json: still training, killed or crashed."""
+    """A run directory that has not finished its recipe: still training, killed, crashed, or
+    paused (trainer.pause_at / max_time: summary.json says "paused"; its curves are drawn, it
+    gets no verdict)."""
 
     path: str
     exp: str
     last_iter: int | None
     note: str
+    run: Run | None = None  # a paused run: its summary and curves
+
+
+def paused(run: Run) -> Incomplete:
+    s = run.summary
+    err = number(s.get("test_err"))
+    at = f" (test error {err:.2f}% there)" if err is not None else ""
+    return Incomplete(run.path, run.exp, s.get("iterations"),
+                      f"paused at iteration {s.get('iterations')} of {s.get('max_iters')}{at}: a prefix of the "
+                      f"recipe, no verdict; `train resume={run.path}` continues it", run=run)
 
 
 def number(v: Any) -> float | None:
@@ -170,7 +182,11 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Incomplete]]
             seen.add(real)
             names = set(filenames)
             if "summary.json" in names:
-                runs.append(load_run(d))
+                run = load_run(d)
+                if run.summary.get("status", "complete") == "paused":
+                    incomplete.append(paused(run))
+                else:
+                    runs.append(run)
                 dirnames[:] = []
             elif "metrics.jsonl" in names or (d / "checkpoints" / "last.pt").is_file():
                 incomplete.append(_incomplete(d))

@@ -1,0 +1,180 @@
+"""Pausable runs (trainer.pause_at, trainer.max_time) and the CPU precision rule (issue 19):
+a paused run is a prefix of its recipe that resumes exactly, the report shows it as incomplete
+with curves and no verdict, and `auto` picks bf16 only on CPUs with native bf16."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY, compose_config
+from resnet_repro import loop, policy
+from resnet_repro.checkpoint import load_checkpoint
+from resnet_repro.errors import ConfigError
+from resnet_repro.loggers import read_jsonl
+from resnet_repro.report import build_report
+from resnet_repro.settings import parse_duration, run_settings
+from resnet_repro.train import train_from_config
+
+# TINY: 12 iterations, an evaluation every 6, a checkpoint every 4. Iteration 5 is neither.
+PAUSE = 5
+
+
+def train(run_dir: Path, overrides: list[str]) -> dict:
+    return train_from_config(compose_config(TINY + overrides), run_dir, overrides)
+
+
+def _rows(run: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "images_per_s"} for r in read_jsonl(run / "metrics.jsonl")]
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    assert _rows(a) == _rows(b)
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    sa, sb = (json.loads((p / "summary.json").read_text()) for p in (a, b))
+    assert (sa["test_err"], sa["test_loss"], sa["iterations"]) == (sb["test_err"], sb["test_loss"], sb["iterations"])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("uninterrupted")
+    train(run, [])
+    return run
+
+
+def test_a_paused_run_is_an_incomplete_prefix_that_resumes_exactly(tmp_path: Path, reference: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    summary = train(run, [f"trainer.pause_at={PAUSE}"])
+    out = capsys.readouterr().out
+    assert f"paused at iteration {PAUSE} of 12 after 0:00" in out and f"resume={run}" in out
+    on_disk = json.loads((run / "summary.json").read_text())
+    assert on_disk == summary
+    assert summary["status"] == "paused" and summary["iterations"] == PAUSE and summary["max_iters"] == 12
+    assert summary["paused_by"] == f"trainer.pause_at={PAUSE}"
+    assert 0 <= summary["test_err"] <= 100  # the weights at the pause, evaluated
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["loop"]["iteration"] == PAUSE
+    # The recipe is unchanged: the run dir's config keeps 12 iterations and no pause.
+    saved = (run / "config.yaml").read_text()
+    assert "max_iters: 12" in saved and "pause_at: null" in saved
+    # No metrics row at the pause: the curve is the uninterrupted run's prefix.
+    assert _rows(run) == [r for r in _rows(reference) if r["iter"] <= PAUSE]
+
+    final = train(run, [f"resume={run}"])
+    assert final["status"] == "complete" and final["iterations"] == 12
+    assert_same_run(run, reference)
+
+
+def test_rerunning_a_command_whose_pause_is_reached_trains_nothing(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    train(run, [f"trainer.pause_at={PAUSE}"])
+    before = (run / "metrics.jsonl").read_bytes(), (run / "checkpoints" / "last.pt").read_bytes()
+    capsys.readouterr()
+    again = train(run, [f"trainer.pause_at={PAUSE}"])  # the same command (e.g. a re-run sweep)
+    assert again["status"] == "paused" and again["iterations"] == PAUSE
+    assert f"paused at iteration {PAUSE} of 12" in capsys.readouterr().out
+    assert ((run / "metrics.jsonl").read_bytes(), (run / "checkpoints" / "last.pt").read_bytes()) == before
+
+
+def test_max_time_pauses_when_this_process_has_spent_its_budget(tmp_path: Path, reference: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fake clock that advances 10 s per training step: a 35 s budget is spent after 4 steps.
+    now = [0.0]
+    monkeypatch.setattr(loop, "_clock", lambda: now[0])
+    step = loop.Trainer.step
+
+    def timed_step(self, *a, **k):
+        step(self, *a, **k)
+        now[0] += 10.0
+
+    monkeypatch.setattr(loop.Trainer, "step", timed_step)
+    run = tmp_path / "run"
+    summary = train(run, ["trainer.max_time=00:00:35"])
+    assert summary["status"] == "paused" and summary["iterations"] == 4
+    assert summary["paused_by"] == "trainer.max_time=00:00:35 reached"
+    # The same command again: a new 35 s budget, from iteration 4 to 8, then to the end.
+    assert train(run, ["trainer.max_time=00:00:35"])["iterations"] == 8
+    monkeypatch.undo()
+    assert train(run, ["trainer.max_time=00:00:35"])["status"] == "complete"
+    assert_same_run(run, reference)
+
+
+@pytest.mark.parametrize("value, seconds", [("02:30:00", 9000.0), ("1:00:00:05", 86405.0), (90, 90.0),
+                                            ("45", 45.0), (None, None)])
+def test_max_time_reads_lightnings_formats_and_seconds(value, seconds) -> None:
+    assert parse_duration(value, "trainer.max_time") == seconds
+
+
+@pytest.mark.parametrize("override", ["trainer.max_time=soon", "trainer.max_time=00:61", "trainer.max_time=0",
+                                      "trainer.pause_at=0", "trainer.pause_at=-3"])
+def test_bad_pause_settings_are_one_line_errors_before_anything_runs(override: str) -> None:
+    with pytest.raises(ConfigError, match=override.split("=")[0]):
+        run_settings(compose_config(TINY + [override]))
+
+
+# -- the CPU precision rule -----------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_cpu(monkeypatch: pytest.MonkeyPatch):
+    def set_flags(*flags: str) -> None:
+        monkeypatch.setattr(policy, "cpu_flags", lambda *a, **k: frozenset({"avx2", "fma", *flags}))
+    return set_flags
+
+
+@pytest.mark.parametrize("flags, bf16", [(("avx512_bf16", "avx512f"), True), (("amx_bf16",), True),
+                                         (("avx512f",), False), ((), False)])
+def test_auto_picks_bf16_and_channels_last_only_on_cpus_with_native_bf16(fake_cpu, flags, bf16: bool) -> None:
+    fake_cpu(*flags)
+    p = policy.resolve_precision("auto", "auto", torch.device("cpu"))
+    assert (p.amp, p.channels_last) == (bf16, bf16)
+    assert ("with native bf16 (" in p.reason) == bf16 and ("without native bf16" in p.reason) == (not bf16)
+    forced = policy.resolve_precision("off", "off", torch.device("cpu"))  # the fp32 reference, anywhere
+    assert (forced.amp, forced.channels_last) == (False, False) and "trainer.amp=off" in forced.reason
+
+
+def test_a_run_records_its_precision_and_keeps_it_when_resumed_on_another_cpu(tmp_path: Path, fake_cpu,
+                                                                              capsys: pytest.CaptureFixture) -> None:
+    fake_cpu("avx512_bf16")
+    run = tmp_path / "run"
+    first = train(run, ["trainer.pause_at=2"])
+    assert (first["amp"], first["train_precision"], first["channels_last"]) == ("bf16", "bf16", True)
+    assert "avx512_bf16" in first["precision_reason"] and first["eval_precision"] == "fp32"
+    fake_cpu()  # resumed on a CPU without native bf16: the run does not change precision midway
+    capsys.readouterr()
+    final = train(run, [f"resume={run}", "trainer.max_iters=4"])
+    assert (final["amp"], final["channels_last"], final["iterations"]) == ("bf16", True, 4)
+    assert "kept from the run's start" in final["precision_reason"]
+    assert "note: precision auto kept" in capsys.readouterr().out
+    fresh = train(tmp_path / "fresh", ["trainer.max_iters=2"])  # a new run on this CPU: fp32
+    assert (fresh["amp"], fresh["train_precision"], fresh["channels_last"]) == ("off", "fp32", False)
+
+
+# -- paused runs in the report --------------------------------------------------------------
+
+
+def test_the_report_lists_a_paused_run_as_incomplete_with_its_curves_and_no_verdict(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    over = ["exp_name=cifar_resnet20", f"trainer.pause_at={PAUSE}"]
+    train(runs / "cifar_resnet20-seed0", over)
+    rep = build_report([runs], out=tmp_path / "out")
+    md = rep.markdown
+    assert "0 finished run(s) and 1 incomplete run(s)" in md
+    incomplete = md.split("### Incomplete runs", 1)[1]
+    assert f"paused at iteration {PAUSE} of 12" in incomplete and "no verdict" in incomplete
+    import csv
+
+    rows = list(csv.DictReader((rep.out / "results.csv").open()))
+    verdicts = {r.get("verdict", "") for r in rows}
+    assert not verdicts & {"reproduced", "better than the paper", "worse than the paper"}, verdicts
+    fig6 = rep.out / "figure6_cifar.png"
+    assert fig6 in rep.files and fig6.stat().st_size > 10_000  # the paused run's curves are drawn
