@@ -456,6 +456,7 @@ def collect(s: LeaseSettings, out: Path) -> Path:
     """One tarball in `out`: each run's files, the bench JSONs and logs, the plan (the exact
     commands) and the environment at start and now. No checkpoints."""
     out.mkdir(parents=True, exist_ok=True)
+    s.lease_dir.mkdir(parents=True, exist_ok=True)
     env_now = environment(s)
     runs = run_dirs(s.sweep_dir) if s.sweep_dir.is_dir() else []
     manifest = {"collected": env_now, "runs": [run_state(r) for r in runs]}
@@ -511,7 +512,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"chosen: trainer.compile={c['compile'] or '(config default)'} ({c['compile_reason']}); "
                   f"{c['processes']} sweep process(es) (total images/s vs one: {c['concurrency_gain']})")
         elif args.verb == "launch":
-            choice = json.loads((s.lease_dir / "bench_plan.json").read_text())["choice"]
+            bench_plan = s.lease_dir / "bench_plan.json"
+            if not bench_plan.is_file():
+                raise ReproError(f"no {bench_plan}: the bench has not run (lease.sh start runs it first)")
+            choice = json.loads(bench_plan.read_text())["choice"]
             launch(s, choice, time.time() - args.since)
         elif args.verb == "poll":
             return poll(s)

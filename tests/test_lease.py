@@ -248,6 +248,11 @@ def test_launch_refuses_when_the_lease_leaves_no_training_time(tmp_path: Path, m
     assert not (lease / "plan.json").exists() and not (tmp_path / "runs").exists()
 
 
+def run_lease(verb: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), verb], env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=600)
+
+
 # -- point 2: poll and collect ----------------------------------------------------------------
 
 
@@ -284,7 +289,13 @@ def test_poll_and_collect_read_every_run_and_pack_no_checkpoint(tmp_path: Path, 
     assert "0-cifar_resnet20-seed0: complete at iteration 64000 of 64000, 29000 images/s, test error 8.50%" in text
     assert "1-cifar_plain20-seed0: running at iteration 2300 of 64000, 28000 images/s" in text
 
-    assert gpu_plan.main(["collect", f"--out={out}"]) == 0
+    # the script's own verbs on the same files
+    env = {"LEASE_PYTHON": sys.executable, "LEASE_DIR": str(lease), "LEASE_RUNS": str(runs), "OUT": str(out)}
+    r = run_lease("poll", env)
+    assert r.returncode == 0, r.stderr
+    assert "0-cifar_resnet20-seed0" in r.stdout and "1-cifar_plain20-seed0" in r.stdout
+    r = run_lease("collect", env)
+    assert r.returncode == 0, r.stderr
     (tar_path,) = out.glob("*.tar.gz")
     with tarfile.open(tar_path) as tar:
         names = set(tar.getnames())
@@ -302,16 +313,11 @@ def test_poll_and_collect_read_every_run_and_pack_no_checkpoint(tmp_path: Path, 
 # -- point 3: the script ----------------------------------------------------------------------
 
 
-def lease(verb: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), verb], env={**os.environ, **env}, capture_output=True, text=True,
-                          timeout=600)
-
-
 def test_lease_script_parses_and_refuses_an_unknown_verb() -> None:
     assert subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True).returncode == 0
-    r = lease("strat", {})
+    r = run_lease("strat", {})
     assert r.returncode == 2 and "usage: experiments/gpu/lease.sh prepare|start|poll|collect" in r.stderr
-    r = lease("collect", {"OUT": ""})
+    r = run_lease("collect", {"OUT": ""})
     assert r.returncode == 2 and "error: collect writes into $OUT, which is not set" in r.stderr
 
 
@@ -321,11 +327,11 @@ def test_prepare_copies_the_wheels_and_the_data_into_the_folder_that_travels(tmp
     (shared / "data").mkdir()
     (shared / "wheels" / "hydra_core-1.3.8-py3-none-any.whl").write_bytes(b"wheel")
     (shared / "data" / "cifar10-jpeg.tar.gz").write_bytes(b"images")
-    r = lease("prepare", {"LEASE_SHARED": str(shared), "LEASE_GPU_DIR": str(tmp_path / "gpu")})
+    r = run_lease("prepare", {"LEASE_SHARED": str(shared), "LEASE_GPU_DIR": str(tmp_path / "gpu")})
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "gpu").iterdir()) == ["cifar10-jpeg.tar.gz", "hydra_core-1.3.8-py3-none-any.whl"]
     # a folder inside the checkout that git would commit is refused
-    r = lease("prepare", {"LEASE_SHARED": str(shared), "LEASE_GPU_DIR": "experiments/gpu"})
+    r = run_lease("prepare", {"LEASE_SHARED": str(shared), "LEASE_GPU_DIR": "experiments/gpu"})
     assert r.returncode == 2 and "is not ignored by git" in r.stderr
     assert not list((REPO / "experiments" / "gpu").glob("*.whl"))
 
@@ -347,7 +353,7 @@ def test_lease_script_end_to_end_on_the_cpu(tmp_path: Path) -> None:
         "LEASE_EXPS": "cifar_resnet20,cifar_plain20", "LEASE_SEEDS": "0,1",
         "LEASE_BUDGET_S": "3600", "LEASE_START_LOOK_S": "0", "OUT": str(tmp_path / "out"),
     }
-    r = lease("start", env)
+    r = run_lease("start", env)
     assert r.returncode == 0, r.stdout + r.stderr
     lease_dir = tmp_path / "lease"
     plan = json.loads((lease_dir / "plan.json").read_text())
@@ -366,7 +372,7 @@ def test_lease_script_end_to_end_on_the_cpu(tmp_path: Path) -> None:
             time.sleep(0.25)
         assert not gpu_plan._alive(p["pid"]), "the sweep did not finish"
 
-    r = lease("poll", env)
+    r = run_lease("poll", env)
     assert r.returncode == 0, r.stderr
     assert "4 of 4 runs started" in r.stdout
     if gpu_plan.has_status_command():  # the sweeps issue's `status` prints the lines
@@ -374,7 +380,7 @@ def test_lease_script_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     else:
         assert r.stdout.count("complete at iteration 2 of 2") == 4
 
-    r = lease("collect", env)
+    r = run_lease("collect", env)
     assert r.returncode == 0, r.stderr
     (tar_path,) = (tmp_path / "out").glob("*.tar.gz")
     with tarfile.open(tar_path) as tar:
