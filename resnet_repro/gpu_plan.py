@@ -140,35 +140,23 @@ def shares(exps: list[str], n: int) -> list[list[str]]:
     return [exps[i::n] for i in range(n)]
 
 
-def sweep_commands(s: LeaseSettings, n: int, compile_mode: str | None, max_time: int | None,
-                   max_time_supported: bool) -> list[list[str]]:
+def sweep_commands(s: LeaseSettings, n: int, compile_mode: str | None, deadline: int | None) -> list[list[str]]:
     """One `train` multirun per share. `-m` and the explicit seed and exp lists make a share of
     one network a sweep too; seed before exp keeps every share seed-major (Hydra's product
     varies the first key slowest). The sweep dir is named here, so every share and a re-run of
-    the same command land in the same place."""
+    the same command land in the same place. `deadline` (unix time): every job pauses by then
+    (trainer.max_time counts from each run's start, so it is resolved as each job starts)."""
     all_jobs = jobs(s.exps, s.seeds)
     exps = list(dict.fromkeys(e for e, _ in all_jobs))
     seeds = list(dict.fromkeys(str(sd) for _, sd in all_jobs))
     extra = [f"trainer.compile={compile_mode}"] if compile_mode else []
-    if max_time is not None and max_time_supported:
-        extra.append(f"trainer.max_time={max_time}")
+    if deadline is not None:
+        extra.append(f"trainer.max_time=${{until:{deadline}}}")
     return [[s.python, "-m", "resnet_repro", "train", "-m", f"+exp={SWEEP_EXP}", f"seed={','.join(seeds)}",
              f"exp={','.join(share)}", *s.data, *s.args, *extra, *s.sweep_args, f"hydra.sweep.dir={s.sweep_dir}"]
             for share in shares(exps, n)]
 
 
-def max_time_supported() -> bool:
-    """Whether this checkout's trainer takes trainer.max_time (the pause-at-a-budget issue)."""
-    from omegaconf import OmegaConf
-
-    return "max_time" in OmegaConf.load(CONF_DIR / "trainer" / "default.yaml")
-
-
-def training_seconds(budget_s: float | None, elapsed_s: float, margin_s: float) -> int | None:
-    """trainer.max_time for processes started `elapsed_s` into a budget of `budget_s`."""
-    if budget_s is None:
-        return None
-    return int(budget_s - elapsed_s - margin_s)
 
 
 def warm_data(s: LeaseSettings) -> None:
@@ -311,18 +299,15 @@ def choose(benches: list[dict[str, Any]]) -> dict[str, Any]:
 # -- launch, poll, collect --------------------------------------------------------------------
 
 
-def launch(s: LeaseSettings, choice: dict[str, Any], elapsed_s: float) -> dict[str, Any]:
-    """Start the sweep processes detached (setsid nohup), record what was started, return."""
-    max_time = training_seconds(s.budget_s, elapsed_s, s.margin_s)
-    if max_time is not None and max_time < MIN_TRAIN_S:
-        raise ReproError(f"only {max_time} s of training would be left before the lease ends "
-                         f"(LEASE_BUDGET_S={s.budget_s:g}, {elapsed_s:.0f} s spent, LEASE_MARGIN_S={s.margin_s:g}): "
-                         "not starting the sweep")
-    supported = max_time_supported()
-    if max_time is not None and not supported:
-        print("warning: this checkout has no trainer.max_time: the runs will not pause before the lease ends",
-              file=sys.stderr)
-    cmds = sweep_commands(s, choice["processes"], choice["compile"], max_time, supported)
+def launch(s: LeaseSettings, choice: dict[str, Any], since: float) -> dict[str, Any]:
+    """Start the sweep processes detached (setsid nohup), record what was started, return.
+    `since`: the unix time `start` began, when LEASE_BUDGET_S seconds were left."""
+    deadline = None if s.budget_s is None else int(since + s.budget_s - s.margin_s)
+    if deadline is not None and deadline - time.time() < MIN_TRAIN_S:
+        raise ReproError(f"only {deadline - time.time():.0f} s of training would be left before the lease ends "
+                         f"(LEASE_BUDGET_S={s.budget_s:g}, {time.time() - since:.0f} s spent, "
+                         f"LEASE_MARGIN_S={s.margin_s:g}): not starting the sweep")
+    cmds = sweep_commands(s, choice["processes"], choice["compile"], deadline)
     s.runs.mkdir(parents=True, exist_ok=True)
     procs = []
     for i, cmd in enumerate(cmds):
@@ -333,7 +318,8 @@ def launch(s: LeaseSettings, choice: dict[str, Any], elapsed_s: float) -> dict[s
                                  stdin=subprocess.DEVNULL)
         procs.append({"pid": p.pid, "log": str(log), "command": shlex.join(cmd)})
         print(f"started sweep process {i} (pid {p.pid}): {shlex.join(cmd)}", flush=True)
-    plan = {"choice": choice, "max_time_s": max_time if supported else None, "sweep_dir": str(s.sweep_dir),
+    plan = {"choice": choice, "pause_by": None if deadline is None else _iso(deadline),
+            "max_time_s_at_launch": None if deadline is None else int(deadline - time.time()), "sweep_dir": str(s.sweep_dir),
             "jobs": [f"{e} seed{sd}" for e, sd in jobs(s.exps, s.seeds)], "processes": procs,
             "started": _now()}
     (s.lease_dir / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
@@ -342,6 +328,10 @@ def launch(s: LeaseSettings, choice: dict[str, Any], elapsed_s: float) -> dict[s
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _iso(t: float) -> str:
+    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def run_dirs(root: Path) -> list[Path]:
@@ -516,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
             if not bench_plan.is_file():
                 raise ReproError(f"no {bench_plan}: the bench has not run (lease.sh start runs it first)")
             choice = json.loads(bench_plan.read_text())["choice"]
-            launch(s, choice, time.time() - args.since)
+            launch(s, choice, args.since)
         elif args.verb == "poll":
             return poll(s)
         elif args.verb == "collect":

@@ -40,6 +40,10 @@ def run_name(exp_name: str, model_name: str, family: str, depth: int, residual: 
         return exp_name
 
 
+def until(deadline: float | int | str) -> int:
+    return max(0, int(float(deadline) - time.time()))
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("run_name"):
         OmegaConf.register_new_resolver("run_name", run_name)
@@ -48,6 +52,12 @@ def register_resolvers() -> None:
     # hydra.run.dir: the `resume=` dir if given, else a fresh timestamped one.
     if not OmegaConf.has_resolver("run_dir"):
         OmegaConf.register_new_resolver("run_dir", lambda resume, default: resume or default)
+    # `trainer.max_time='${until:<unix time>}'`: the whole seconds left until then, taken when each
+    # job's config is resolved (as it starts), so every job of a sweep pauses by one deadline
+    # (trainer.max_time itself counts from each run's start). 0 once it has passed, which
+    # `train` refuses: a sweep process then starts no further job. (experiments/gpu/lease.sh)
+    if not OmegaConf.has_resolver("until"):
+        OmegaConf.register_new_resolver("until", until)
     # Hydra's .hydra/ record is skipped on `resume=`: config.yaml stays the run's record.
     if not OmegaConf.has_resolver("hydra_subdir"):
         OmegaConf.register_new_resolver("hydra_subdir", lambda resume: None if resume else ".hydra")

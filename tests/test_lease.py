@@ -82,6 +82,7 @@ def exp_seed(job: dict) -> tuple[str, int]:
 # -- point 1: the sweep -----------------------------------------------------------------------
 
 SHARES = LeaseSettings(python="python", data=[], args=["trainer.max_iters=2"])
+DEADLINE = 1_900_000_000  # unix time (2030)
 SUBSET = LeaseSettings(python="python", data=[], args=[], exps=["cifar_resnet20", "cifar_resnet110"], seeds=["0", "2"])
 
 
@@ -93,13 +94,11 @@ def _train_args(cmds: list[list[str]]) -> list[list[str]]:
 def launched(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The job lists Hydra's sweeper hands the launcher for the sweep as a user types it and for
     the lease's shares (one subprocess for all)."""
-    two = _train_args(gpu_plan.sweep_commands(SHARES, 2, "default", 100, True))
-    four = _train_args(gpu_plan.sweep_commands(SHARES, 4, "default", 100, True))
-    subset = _train_args(gpu_plan.sweep_commands(SUBSET, 4, None, None, True))
+    two = _train_args(gpu_plan.sweep_commands(SHARES, 2, "default", DEADLINE))
+    four = _train_args(gpu_plan.sweep_commands(SHARES, 4, "default", DEADLINE))
+    subset = _train_args(gpu_plan.sweep_commands(SUBSET, 4, None, None))
     assert len(two) == 2 and len(four) == 4 and len(subset) == 2  # no more processes than networks
-    # (no max_time here: Hydra would refuse it where the trainer lacks it)
-    strip = [[a for a in args if not a.startswith("trainer.max_time=")] for args in (*two, *four, *subset)]
-    res = hydra_jobs(tmp_path_factory.mktemp("sweeps"), "overrides", ["+exp=cifar_paper_runs"], *strip)
+    res = hydra_jobs(tmp_path_factory.mktemp("sweeps"), "overrides", ["+exp=cifar_paper_runs"], *two, *four, *subset)
     return {"full": res[0], 2: res[1:3], 4: res[3:7], "subset": res[7:], "four_args": four}
 
 
@@ -124,7 +123,7 @@ def test_each_paper_runs_job_trains_its_exps_recipe(tmp_path: Path, seeds: str) 
 
 def test_lease_shares_cover_the_job_list_once_each_in_order(launched: dict) -> None:
     for args in launched["four_args"]:
-        assert "trainer.compile=default" in args and "trainer.max_time=100" in args
+        assert "trainer.compile=default" in args and f"trainer.max_time=${{until:{DEADLINE}}}" in args
     everything = [(e, sd) for sd in (0, 1, 2) for e in PRIORITY]
     for n in (2, 4):
         shares = launched[n]
@@ -140,6 +139,19 @@ def test_lease_shares_cover_the_job_list_once_each_in_order(launched: dict) -> N
 def test_a_share_of_one_network_still_sweeps_its_seeds(launched: dict) -> None:
     assert [[exp_seed(j) for j in share] for share in launched["subset"]] == [
         [("cifar_resnet20", 0), ("cifar_resnet20", 2)], [("cifar_resnet110", 0), ("cifar_resnet110", 2)]]
+
+
+def test_max_time_until_a_deadline_is_the_time_left_when_the_job_starts() -> None:
+    from resnet_repro.errors import ConfigError
+    from resnet_repro.settings import run_settings
+
+    now = time.time()
+    cfg = compose_config(["+exp=cifar_resnet20", f"trainer.max_time=${{until:{int(now) + 1000}}}"])
+    left = run_settings(cfg).trainer.max_time_s
+    assert 0 < left <= 1000  # whole seconds, counted from when the config is resolved
+    late = compose_config(["+exp=cifar_resnet20", f"trainer.max_time=${{until:{int(now) - 5}}}"])
+    with pytest.raises(ConfigError, match="trainer.max_time must be a positive duration, got 0"):
+        run_settings(late)  # past the deadline a job is refused, so the sweep starts no more
 
 
 def test_job_subset_rejects_names_outside_the_sweep() -> None:
@@ -189,7 +201,7 @@ def test_choice_adds_processes_only_for_a_real_gain() -> None:
 def test_choice_without_any_bench_keeps_the_config_and_one_process() -> None:
     c = gpu_plan.choose([])
     assert c["compile"] is None and c["processes"] == 1
-    cmd = gpu_plan.sweep_commands(LeaseSettings(data=[], args=[]), c["processes"], c["compile"], None, True)
+    cmd = gpu_plan.sweep_commands(LeaseSettings(data=[], args=[]), c["processes"], c["compile"], None)
     assert len(cmd) == 1 and not any(a.startswith("trainer.compile=") for a in cmd[0])
 
 
@@ -362,7 +374,8 @@ def test_lease_script_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     assert len(plan["processes"]) == bench_plan["choice"]["processes"]
     for p in plan["processes"]:
         assert "trainer.compile=off" in p["command"]
-        assert ("trainer.max_time=" in p["command"]) == gpu_plan.max_time_supported()
+        assert "trainer.max_time='${until:" in p["command"]  # every job pauses by one deadline
+    assert plan["pause_by"] is not None and 0 < plan["max_time_s_at_launch"] <= 3600 - 150
     if WHEELS.is_dir():
         assert (tmp_path / "site" / "hydra").is_dir()
     for p in plan["processes"]:  # the sweep runs detached; wait for it here
