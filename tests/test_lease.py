@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -365,6 +366,16 @@ def test_lease_script_end_to_end_on_the_cpu(tmp_path: Path) -> None:
         "LEASE_EXPS": "cifar_resnet20,cifar_plain20", "LEASE_SEEDS": "0,1",
         "LEASE_BUDGET_S": "3600", "LEASE_START_LOOK_S": "0", "OUT": str(tmp_path / "out"),
     }
+    try:
+        _start_poll_collect(tmp_path, env)
+    finally:  # a failed assertion leaves no detached sweep behind
+        plan = tmp_path / "lease" / "plan.json"
+        for p in json.loads(plan.read_text())["processes"] if plan.is_file() else []:
+            if gpu_plan._alive(p["pid"]):
+                os.killpg(p["pid"], signal.SIGKILL)  # setsid: the process leads its own group
+
+
+def _start_poll_collect(tmp_path: Path, env: dict[str, str]) -> None:
     r = run_lease("start", env)
     assert r.returncode == 0, r.stdout + r.stderr
     lease_dir = tmp_path / "lease"
@@ -374,7 +385,7 @@ def test_lease_script_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     assert len(plan["processes"]) == bench_plan["choice"]["processes"]
     for p in plan["processes"]:
         assert "trainer.compile=off" in p["command"]
-        assert "trainer.max_time='${until:" in p["command"]  # every job pauses by one deadline
+        assert "'trainer.max_time=${until:" in p["command"]  # every job pauses by one deadline
     assert plan["pause_by"] is not None and 0 < plan["max_time_s_at_launch"] <= 3600 - 150
     if WHEELS.is_dir():
         assert (tmp_path / "site" / "hydra").is_dir()
