@@ -2,10 +2,12 @@
 in which order and in how many sweep processes; which benches to run in the time allowed and
 which compile mode and concurrency they favour; what `poll` shows and what `collect` packs.
 
-`python -m resnet_repro.gpu_plan <verb>` with verbs jobs, bench, launch, poll, collect. The
-lease script sets the environment (LEASE_* variables, read by `LeaseSettings.from_env`; they are
-listed in experiments/gpu/README.md) and calls the verbs. Imports neither torch nor Hydra: the
-runs and benches are `python -m resnet_repro ...` subprocesses, as a user would type them.
+`python -m resnet_repro.gpu_plan <verb>` with verbs jobs, env, data, bench, launch, poll and
+collect. The lease script sets the environment (LEASE_* variables, read by
+`LeaseSettings.from_env`; they are listed in experiments/gpu/README.md) and calls the verbs. The
+runs and benches are `python -m resnet_repro ...` subprocesses, as a user would type them, so
+this module reads no composed config (the job list comes from the exp file itself) and imports
+torch only to decode the data (`data`).
 """
 
 from __future__ import annotations
@@ -229,6 +231,7 @@ def run_benches(s: LeaseSettings, out_dir: Path) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + s.bench_s
     record: list[dict[str, Any]] = []
+    written: list[Path] = []  # this invocation's JSONs only (an earlier start's stay out of the choice)
 
     def run(steps: list[BenchStep]) -> None:
         for step in steps:
@@ -240,19 +243,21 @@ def run_benches(s: LeaseSettings, out_dir: Path) -> dict[str, Any]:
                 continue
             status, secs = _run_until(cmd, out_dir / f"bench_{step.name}.log", deadline)
             record.append({**entry, "status": status, "seconds": round(secs, 1)})
+            if status == "ok" and path.is_file():
+                written.append(path)
             print(f"bench {step.name}: {status} in {secs:.0f} s", flush=True)
 
     run(first_steps(s))
-    mode_so_far = choose(load_benches(out_dir))["compile"] or s.bench_modes[0]
+    mode_so_far = choose(load_benches(written))["compile"] or s.bench_modes[0]
     run(later_steps(s, mode_so_far))
-    choice = choose(load_benches(out_dir))
+    choice = choose(load_benches(written))
     result = {"steps": record, "choice": choice, "budget_s": s.bench_s}
     (out_dir / "bench_plan.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
-def load_benches(out_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(out_dir.glob("bench_*.json")) if p.name != "bench_plan.json"]
+def load_benches(paths: list[Path]) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in paths]
 
 
 def choose(benches: list[dict[str, Any]]) -> dict[str, Any]:
@@ -312,7 +317,7 @@ def launch(s: LeaseSettings, choice: dict[str, Any], since: float) -> dict[str, 
     procs = []
     for i, cmd in enumerate(cmds):
         log = s.lease_dir / f"sweep-{i}.log"
-        with open(log, "w") as f:
+        with open(log, "a") as f:  # a re-run of start appends: an earlier attempt's log stays
             # Not a process-group leader here, so setsid(1) execs without forking: p.pid is the run's
             p = subprocess.Popen(["setsid", "nohup", *cmd], stdout=f, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL)
