@@ -126,9 +126,10 @@ def analyze_run(
     max_images: int | None = None,
     data_root: str | None = None,
     batch_size: int = 500,
+    out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Layer responses of `<run>/checkpoints/last.pt` on its test split; writes and returns
-    `<run>/layer_responses.json`. The model and data come from the checkpoint's saved config
+    `<run>/layer_responses.json` (or the file `out`: `report` writes under its --out only). The model and data come from the checkpoint's saved config
     (as in `evaluate.py`); `data_root` points at another copy of the same data."""
     from resnet_repro.checkpoint import LAST, check_compatible, load_checkpoint
     from resnet_repro.data.build import load_cifar_splits
@@ -182,7 +183,7 @@ def analyze_run(
         "layers": names,
         "std": stds,
     }
-    write_json_atomic(run_dir / RESPONSES_FILE, result)
+    write_json_atomic(Path(out) if out is not None else run_dir / RESPONSES_FILE, result)
     return result
 
 

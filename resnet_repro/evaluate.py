@@ -5,6 +5,13 @@
   another copy of the same data.
 - A torchvision ResNet weights file (`resnet50-*.pth`, v1.5 layout): evaluated on the ImageNet
   val folder under `data_root=` with the paper's protocols.
+- akamaster/pytorch_resnet_cifar10's CIFAR-10 weights (`resnet20-*.th`, peers.py): evaluated on
+  the CIFAR-10 copy under `data_root=` (an image folder, .tar.gz or torchvision's directory).
+
+Evaluations run in fp32 (TF32 on CUDA as the run's trainer.tf32), never under autocast. Our
+checkpoints' test results are recorded beside the run: `eval_<protocol>.json` for the run's final
+weights, `eval_<protocol>_iter<N>.json` for any other checkpoint (a run still training, `prev.pt`),
+each with its iteration, weights digest, BN statistics and precision.
 
 Protocols: CIFAR "single" (§4.2: the single original 32x32 view). ImageNet "center" (256, centre
 224 crop; Figure 4), "ten_crop" (§3.4, Tables 2-3), "multi_scale" (fully convolutional,
@@ -23,12 +30,13 @@ from omegaconf import DictConfig, OmegaConf
 from resnet_repro.checkpoint import FORMAT, check_compatible, load_checkpoint, resolve_checkpoint_path
 from resnet_repro.data.build import imagenet_norm, load_cifar_splits
 from resnet_repro.data.pipeline import eval_batches
-from resnet_repro.engine import evaluate
+from resnet_repro.engine import evaluate, precision, set_tf32
 from resnet_repro.errors import CheckpointError, ConfigError, DataError, ReproError
 from resnet_repro.loggers import write_json_atomic
 from resnet_repro.models import build_from_arch, get_arch
 from resnet_repro.pretrained import apply_weights, infer_torchvision_model
 from resnet_repro.policy import resolve_device
+from resnet_repro.provenance import weights_digest
 from resnet_repro.settings import check_types, run_settings
 
 IMAGENET_PROTOCOLS = ("center", "ten_crop", "multi_scale")
@@ -122,19 +130,68 @@ def _check_classes(model_classes: int, data_classes: int, where: str | Path) -> 
                         f"evaluate it on data with the same classes")
 
 
-def _record(path: Path, results: list[dict[str, Any]], split: str, iteration: int) -> None:
-    """Save each protocol's result beside the run (`<run>/eval_<protocol>.json`), where
-    `report` finds the 10-crop and multi-scale numbers of Tables 2-4."""
+def final_weights(run_dir: Path, iteration: int, digest: str) -> bool:
+    """Are these the run's final weights? Its summary.json says the run is complete at this
+    iteration (and, when it records one, with this weights digest). A run still training, a
+    paused one, or an older checkpoint (`prev.pt`, a run trained further since) is not."""
+    import json
+
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(summary, dict) or summary.get("status", "complete") != "complete":
+        return False
+    if summary.get("iterations") != iteration:
+        return False
+    return summary.get("weights_digest") in (None, digest)
+
+
+def eval_file_name(protocol: str, iteration: int, final: bool) -> str:
+    """`eval_<protocol>.json` for the final weights; `eval_<protocol>_iter<N>.json` beside it
+    for any other checkpoint, so an older evaluation never replaces the final one."""
+    return f"eval_{protocol}.json" if final else f"eval_{protocol}_iter{iteration}.json"
+
+
+def _record(path: Path, results: list[dict[str, Any]], split: str, iteration: int, digest: str,
+            precision_: str) -> None:
+    """Save each protocol's result beside the run, where `report` finds the 10-crop and
+    multi-scale numbers of Tables 2-4: the iteration, the weights' digest, the BN statistics
+    and the precision it was computed in say which weights and how."""
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
     if run_dir is None or split != "test":
         return
+    final = final_weights(run_dir, iteration, digest)
     for r in results:
         record = {**{k: v for k, v in r.items() if k != "all"}, "split": split, "iteration": iteration,
+                  "weights_digest": digest, "final_weights": final, "precision": precision_,
                   "checkpoint": str(path)}
+        name = eval_file_name(r["protocol"], iteration, final)
         try:
-            write_json_atomic(run_dir / f"eval_{r['protocol']}.json", record)
+            write_json_atomic(run_dir / name, record)
         except OSError as e:
             print(f"warning: could not record the result in {run_dir}: {e.strerror or e}", file=sys.stderr)
+            continue
+        if not final:
+            print(f"recorded in {run_dir / name}: iteration {iteration} is not the run's final weights")
+
+
+def _evaluate_akamaster(obj: dict[str, Any], path: Path, data_root: str | None, dev, batch_size: int,
+                        split: str) -> dict[str, Any]:
+    """akamaster/pytorch_resnet_cifar10's weights (peers.py) on the CIFAR-10 copy at data_root."""
+    from resnet_repro.peers import evaluate_peer, peer_data_settings
+
+    if not data_root:
+        raise ConfigError(f"{path} is an akamaster CIFAR-10 weights file: give data_root=<CIFAR-10 image folder, "
+                          f".tar.gz or torchvision directory>")
+    if split != "test":
+        raise ConfigError(f"{path}: public weights have no held-out split of ours (use split=test)")
+    set_tf32(False)
+    r = evaluate_peer(path, peer_data_settings(data_root), dev, batch_size)
+    prec = precision(dev, amp=False, tf32=False)
+    print(f"test error {r['err']:.2f}% ({r['n']} images, loss {r['loss']:.4f}) - {r['model']} of {r['peer']} "
+          f"from {path}, on {data_root} ({prec})")
+    return {"split": "test", "protocol": "single", **r, "bn_stats": "running", "precision": prec}
 
 
 def evaluate_checkpoint(
@@ -165,6 +222,10 @@ def evaluate_checkpoint(
     state = load_checkpoint(path, any_state_dict=True)
     dev = resolve_device(device)
 
+    from resnet_repro.peers import is_akamaster
+
+    if is_akamaster(state):
+        return _evaluate_akamaster(state, path, data_root, dev, batch_size, split)
     if state.get("format") != FORMAT:  # a torchvision state dict
         name = infer_torchvision_model(state, path)
         if not data_root:
@@ -182,9 +243,11 @@ def evaluate_checkpoint(
         # otherwise leave a head of another size freshly initialised).
         model = build_from_arch(replace(get_arch(name), num_classes=num_classes))
         apply_weights(model, state, path, name)
+        set_tf32(False)
         results = _eval_imagenet(model.to(dev), files, labels, _imagenet_protocols(protocol), dev, workers,
                                  batch_size, f"{name} from {path}", decode=decode)
-        return {"split": "test", **results[0], "bn_stats": "running", "all": results}
+        return {"split": "test", **results[0], "bn_stats": "running", "precision": precision(dev, amp=False, tf32=False),
+                "all": results}
 
     if not isinstance(state.get("config"), dict):
         raise CheckpointError(f"{path} has no saved run config; is it a resnet_repro training checkpoint?")
@@ -198,7 +261,11 @@ def evaluate_checkpoint(
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as e:
         raise CheckpointError(f"{path}: weights do not fit {settings.model.name}: {str(e).splitlines()[0]}") from None
+    digest = weights_digest(model.state_dict())  # before precise BN changes the statistics
     model = model.to(dev)
+    # fp32, as training evaluates (never under autocast); TF32 on CUDA as the run's trainer.tf32
+    set_tf32(settings.trainer.tf32)
+    prec = precision(dev, amp=False, tf32=settings.trainer.tf32)
     what = f"{settings.model.name} at iteration {meta['iteration']}, {path}"
     if precise_bn_batches is None:
         precise_bn_batches = IMAGENET_PRECISE_BN_BATCHES if data_settings.name == "imagenet" else 0
@@ -230,8 +297,8 @@ def evaluate_checkpoint(
         results = _eval_imagenet(model, files, labels, _imagenet_protocols(protocol), dev, workers, batch_size, what,
                                  norm=imagenet_norm(data_settings.norm), decode=decode)
         results = [{**r, "bn_stats": bn_stats} for r in results]
-        _record(path, results, split, meta["iteration"])
-        return {"split": split, **results[0], "iteration": meta["iteration"], "all": results}
+        _record(path, results, split, meta["iteration"], digest, prec)
+        return {"split": split, **results[0], "iteration": meta["iteration"], "precision": prec, "all": results}
 
     chosen = splits.test if split == "test" else splits.val
     if len(chosen) == 0:
@@ -240,5 +307,5 @@ def evaluate_checkpoint(
     print(f"{split} error {100 * r['err']:.2f}% ({r['n']} images, loss {r['loss']:.4f}) - {what}")
     result = {"split": split, "protocol": "single", "err": 100 * r["err"], "loss": r["loss"], "n": r["n"],
               "bn_stats": bn_stats}
-    _record(path, [result], split, meta["iteration"])
-    return {**result, "iteration": meta["iteration"]}
+    _record(path, [result], split, meta["iteration"], digest, prec)
+    return {**result, "iteration": meta["iteration"], "precision": prec}

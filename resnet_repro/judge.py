@@ -1,20 +1,30 @@
 """Does a run follow a paper row's recipe, and how does its error compare? One answer, used by
-`report` and by the W&B summary of a training run.
+`report` and by the W&B summary of a training run. It takes typed settings, never a config dict.
 
-The recipe of a row (numbers in resnet_repro/paper.py, with their sections):
+The recipe of a row is what the row's exp composes to (`+exp=cifar_resnet20` with no
+overrides; `resnet_repro.recipes` composes it). A run follows it when every setting that changes
+what is learned is equal. `recipe(settings)` flattens a run's settings into "section.key" ->
+value items and drops only the keys named in IGNORED below (device, logging, intervals, paths,
+progress, compile, workers, decode path, precision, when to stop the process): every other key,
+including any setting added later, is recipe by default. Settings that cannot act given the
+others are dropped too (INERT: the warm-up's lr when the warm-up is off, the plateau rule of a
+step schedule, ...).
 
-- the row's architecture (`models.get_arch(row)`: family, depth, plain/residual, shortcut
-  option, and the bottleneck stride for bottleneck nets), trained from scratch;
-- the paper's data: CIFAR-10 (10 classes, trained on all 50,000 training images, tested on the
-  10,000 test images; torchvision's copy or the JPEG copy `cifar10_folder`, which the verdict
-  names) or ImageNet (1000 classes, the 1,281,167 training images less at most
-  IMAGENET_MAX_HELD_OUT held out for the plateau schedule, tested on the 50,000 val images);
-- the schedule and length: CIFAR 64k iterations of batch 128, lr 0.1 divided by 10 at 32k and
-  48k, with the lr-0.01 warm-up for ResNet-110/1202 only; ImageNet 600k iterations of batch
-  256, lr 0.1 divided by 10 on plateaus (or a step schedule).
+Besides the settings, what the run measured must be the paper's (`Facts`, from summary.json or,
+while training, from the data it loaded): the data set (CIFAR-10 / ImageNet), its number of
+classes and its training and test sizes (§4.2: 50k / 10k; §4.1: 1.28M less the recipe's
+held-out images / 50k), and a complete run (every planned iteration trained).
 
-Anything else gets "not the paper's recipe: <what differs>" and no verdict. A field a run did
-not record (an old run without config.yaml) counts as a difference: "<field> not recorded".
+Data: torchvision's CIFAR-10 files are the paper's data and get verdicts. The JPEG copy
+(`data=cifar10_folder`) is another, harder data set (measured: akamaster's ResNet-20 errs on
+more than twice as many of its test images as on the original test set,
+experiments/results/cifar10-jpeg/), so a run of the recipe there shows its gap to the paper but
+gets no verdict (`Judgement.no_verdict` says why). Anything else is "not the paper's recipe".
+
+Training precision (bf16 autocast with fp32 weights, TF32, or fp32) is not part of the recipe:
+it changes rounding, not the model, the data or the optimisation (experiments/fidelity.md gives
+the reason and the expected size). The report shows it in every row and never averages runs of
+different precisions together.
 
 Verdict statistics. Our mean of n seeds is compared with the paper's number, itself a mean of
 n_paper runs (5 for ResNet-110's 6.61 ± 0.16, Table 6; 1 for every other row). With a per-run
@@ -35,98 +45,189 @@ ResNet-20 (one paper run), n = 1: band = 2 * 0.16 * sqrt(2) = 0.45; n = 9: 0.34.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from resnet_repro import paper
-from resnet_repro.archs import IMAGENET_LAYERS, NAMED_MODELS
+from resnet_repro.archs import NAMED_MODELS
 
 K = 2.0  # band half-width in standard deviations of (ours mean - paper)
 SIGMA_CIFAR = paper.TABLE6_RESNET110_MEAN_STD[1]  # 0.16: Table 6, ResNet-110 over 5 runs
 SIGMA_IMAGENET = 0.2  # ours: the paper reports no ImageNet spread
-IMAGENET_MAX_HELD_OUT = 10000  # ours: conf/data/imagenet.yaml holds out 10k training images for the plateau
 
-CIFAR_DATA = ("cifar10", "cifar10_folder")  # torchvision's files, or the JPEG copy
+PAPER_DATA = {"cifar": "cifar10", "imagenet": "imagenet"}  # the data sets that get verdicts
 JPEG_COPY = "cifar10_folder"
 
 REPRODUCED = "reproduced"
 BETTER = "better than the paper"
 WORSE = "worse than the paper"
 NOT_RECIPE = "not the paper's recipe"
+NO_VERDICT = "no verdict"
+JPEG_REASON = ("the JPEG copy of CIFAR-10 is another, harder data set than the paper's (quality-75 JPEG: "
+               "a public model errs on about twice as many of its test images); compare with the peer "
+               "rows on the same data")
+
+# The settings that do not change what is learned, each with its reason. Everything else is
+# recipe. A key ending in "." names a whole section.
+IGNORED: dict[str, str] = {
+    "exp_name": "a label",
+    "seed": "seeds are the report's n, not a recipe",
+    "renamed_from": "a label",
+    "model.name": "a label (the architecture's own fields are compared)",
+    "model.arch.num_classes": "null means the data's classes; the measured number of classes is compared",
+    "data.name": "judged on its own: the paper's files, the JPEG copy (no verdict) or other data",
+    "data.root": "a path (where the same data lives)",
+    "data.download": "whether torchvision may download the same files",
+    "data.cache_dir": "a path (the decoded-image cache)",
+    "data.workers": "loader processes: the same images in the same order",
+    "data.decode": "decode path (device or workers): the same sampler and draws, decoder rounding only",
+    "trainer.device": "where it runs",
+    "trainer.eval_every": "evaluation interval (recipe under the plateau schedule, which it paces)",
+    "trainer.log_every": "logging interval",
+    "trainer.ckpt_every": "checkpoint interval (a resume continues exactly)",
+    "trainer.eval_batch_size": "evaluation batch: BN uses fixed statistics, so any size gives the same error",
+    "trainer.progress": "the progress bar",
+    "trainer.compile": "torch.compile: the same computation (tests/test_fast_path.py)",
+    "trainer.channels_last": "memory layout: the same computation",
+    "trainer.amp": "precision: shown in every row, never averaged across (experiments/fidelity.md)",
+    "trainer.tf32": "precision: shown in every row, never averaged across (experiments/fidelity.md)",
+    "trainer.max_time": "when the process stops (a paused run is incomplete, never judged)",
+    "trainer.pause_at": "when the process stops (a paused run is incomplete, never judged)",
+    "logger.": "logging",
+}
+
+# Readable names of the recipe keys a user is likeliest to change (others show as their key).
+LABELS = {
+    "model.arch.family": "model family", "model.arch.depth": "depth", "model.arch.residual": "residual",
+    "model.arch.shortcut": "shortcut", "model.arch.bottleneck_stride": "bottleneck stride",
+    "model.bn_group_size": "BN group size", "model.weights": "starting weights",
+    "model.freeze_backbone": "frozen backbone", "data.val_size": "held-out images", "data.pad": "pad",
+    "data.flip": "flip", "data.norm": "normalisation", "data.resize": "resize",
+    "optim.momentum": "momentum", "optim.weight_decay": "weight decay", "optim.nesterov": "nesterov",
+    "schedule.kind": "schedule", "schedule.base_lr": "lr", "schedule.milestones": "lr drops at",
+    "schedule.gamma": "lr factor", "schedule.warmup.enabled": "warm-up", "schedule.warmup.lr": "warm-up lr",
+    "trainer.batch_size": "batch", "trainer.max_iters": "iterations", "trainer.sync_bn": "SyncBN",
+}
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """What a run trained with, as far as a paper row's recipe goes (None: not recorded)."""
+    """A run's settings that change what it learns: sorted ("section.key", value) items."""
 
-    family: str | None
-    depth: int | None
-    residual: bool | None
-    shortcut: str | None
-    bottleneck_stride: str | None
-    num_classes: int | None
+    items: tuple[tuple[str, Any], ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.items)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.as_dict().get(key, default)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a run measured (summary.json) or, while training, plans: None = not recorded."""
+
     data: str | None
+    num_classes: int | None
     train_size: int | None
     test_size: int | None
-    iterations: int | None  # trained; while training, the planned trainer.max_iters
-    batch_size: int | None
-    schedule: str | None  # schedule.kind
-    base_lr: float | None
-    milestones: tuple[int, ...] | None
-    gamma: float | None
-    warmup: bool | None
-    warmup_lr: float | None
-    weights: str | None  # started from these weights (None: from scratch)
+    iterations: int | None  # trained (while training: the planned trainer.max_iters)
+    status: str | None = "complete"  # summary.json's status ("paused": an incomplete prefix)
 
 
-def _dict(d: Any, key: str) -> Mapping[str, Any]:
-    v = d.get(key) if isinstance(d, Mapping) else None
-    return v if isinstance(v, Mapping) else {}
+@dataclass(frozen=True)
+class Judgement:
+    """How a run (or a group of runs) stands against a paper row."""
+
+    differences: tuple[str, ...]  # empty: the row's recipe
+    no_verdict: str | None = None  # the recipe, but not the paper's data files: why there is no verdict
+
+    @property
+    def follows(self) -> bool:
+        return not self.differences
+
+    @property
+    def judged(self) -> bool:
+        return self.follows and self.no_verdict is None
 
 
-def _first(*values: Any) -> Any:
-    return next((v for v in values if v is not None), None)
+# --------------------------------------------------------------------------------------------
+# A run's recipe from its typed settings
+# --------------------------------------------------------------------------------------------
 
 
-def recipe_of(summary: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> Recipe:
-    """A run's recipe from its summary.json, completed from its resolved config (config.yaml,
-    or a W&B run's config): old summaries lack the schedule fields that newer ones carry."""
-    config = config or {}
-    arch, model = _dict(summary, "arch"), _dict(config, "model")
-    sched, c_sched = _dict(summary, "schedule"), _dict(config, "schedule")
-    c_warm = _dict(c_sched, "warmup")
-    trainer, data = _dict(config, "trainer"), _dict(config, "data")
-    milestones = _first(sched.get("milestones"), c_sched.get("milestones"))
-    return Recipe(
-        family=_first(arch.get("family"), model.get("family")),
-        depth=_first(arch.get("depth"), model.get("depth")),
-        residual=_first(arch.get("residual"), model.get("residual")),
-        shortcut=_first(arch.get("shortcut"), model.get("shortcut")),
-        bottleneck_stride=_first(arch.get("bottleneck_stride"), model.get("bottleneck_stride")),
-        num_classes=_first(summary.get("num_classes"), arch.get("num_classes"), model.get("num_classes")),
-        data=_first(summary.get("data"), data.get("name")),
-        train_size=summary.get("train_size"),
-        test_size=summary.get("test_size"),
-        iterations=summary.get("iterations"),
-        batch_size=_first(summary.get("batch_size"), trainer.get("batch_size")),
-        schedule=_first(sched.get("kind"), c_sched.get("kind")),
-        base_lr=_first(sched.get("base_lr"), c_sched.get("base_lr")),
-        milestones=tuple(milestones) if isinstance(milestones, (list, tuple)) else None,
-        gamma=_first(sched.get("gamma"), c_sched.get("gamma")),
-        warmup=_first(sched.get("warmup"), c_warm.get("enabled")),
-        warmup_lr=c_warm.get("lr"),
-        weights=summary.get("weights") if "weights" in summary else model.get("weights"),
-    )
+def _plain(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return tuple(_plain(x) for x in v)
+    return v
 
 
-def planned_recipe(config: Mapping[str, Any], arch: Mapping[str, Any], sizes: Mapping[str, int]) -> Recipe:
-    """The recipe a run is training to (before it ends): its config, the built architecture,
-    the data's sizes and the planned trainer.max_iters."""
-    summary = {"arch": dict(arch), "train_size": sizes.get("train"), "test_size": sizes.get("test"),
-               "iterations": _dict(config, "trainer").get("max_iters")}
-    return recipe_of(summary, config)
+def _flatten(obj: Any, prefix: str, out: dict[str, Any]) -> None:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            _flatten(getattr(obj, f.name), f"{prefix}{f.name}.", out)
+    elif isinstance(obj, Mapping):
+        for k, v in obj.items():
+            _flatten(v, f"{prefix}{k}.", out)
+    else:
+        out[prefix[:-1]] = _plain(obj)
+
+
+def ignored(key: str, items: Mapping[str, Any]) -> bool:
+    """Is `key` one of the settings that do not change what is learned (IGNORED), or inert
+    given the others (a warm-up setting with the warm-up off, the other schedule kind's
+    settings)?"""
+    if key == "trainer.eval_every":
+        return items.get("schedule.kind") != "plateau"  # the plateau rule is paced by evaluations
+    if key in IGNORED or any(key.startswith(p) for p in IGNORED if p.endswith(".")):
+        return True
+    # INERT: settings that cannot act given the others
+    if (key.startswith("schedule.warmup.") and key != "schedule.warmup.enabled") or key == "schedule.check_every":
+        return not items.get("schedule.warmup.enabled")
+    if key.startswith("schedule.plateau."):
+        return items.get("schedule.kind") != "plateau"
+    if key in ("schedule.milestones", "schedule.gamma"):
+        return items.get("schedule.kind") == "plateau"  # the plateau rule has its own factor
+    if key == "model.freeze_backbone":
+        return not items.get("model.weights")
+    if key in SYNTHETIC_ONLY:
+        return items.get("data.name") != "synthetic"
+    if key in IMAGENET_ONLY:
+        return items.get("data.name") != "imagenet"
+    return False
+
+
+# Data settings that only one source reads (data/build.py, data/imagenet.py): inert elsewhere.
+SYNTHETIC_ONLY = ("data.n_train", "data.n_test", "data.num_classes")
+IMAGENET_ONLY = ("data.crop", "data.scale", "data.lighting_std")
+
+
+def recipe(settings: Any) -> Recipe:
+    """The recipe of a run from its typed settings (`settings.RunSettings`)."""
+    flat: dict[str, Any] = {}
+    _flatten(settings, "", flat)
+    if not flat.get("schedule.warmup.enabled"):
+        flat["schedule.warmup.enabled"] = False  # no warm-up section = warm-up off
+    return Recipe(tuple(sorted((k, v) for k, v in flat.items() if not ignored(k, flat))))
+
+
+
+def facts_of(summary: Mapping[str, Any]) -> Facts:
+    """The measured facts of a finished (or paused) run from its summary.json."""
+    arch = summary.get("arch") if isinstance(summary.get("arch"), Mapping) else {}
+    classes = summary.get("num_classes", arch.get("num_classes"))  # type: ignore[union-attr]
+    return Facts(data=summary.get("data"), num_classes=classes, train_size=summary.get("train_size"),
+                 test_size=summary.get("test_size"), iterations=summary.get("iterations"),
+                 status=summary.get("status", "complete"))
+
+
+def planned_facts(data: str, num_classes: int, sizes: Mapping[str, int], max_iters: int) -> Facts:
+    """A run's facts while it trains: its data as loaded and its planned length."""
+    return Facts(data=data, num_classes=num_classes, train_size=sizes.get("train"), test_size=sizes.get("test"),
+                 iterations=max_iters)
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,81 +235,91 @@ def planned_recipe(config: Mapping[str, Any], arch: Mapping[str, Any], sizes: Ma
 # --------------------------------------------------------------------------------------------
 
 
-def _is_bottleneck(family: str, depth: int) -> bool:
-    return family == "imagenet" and IMAGENET_LAYERS.get(depth, ("basic",))[0] == "bottleneck"
+def _show(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, tuple):
+        return "[" + ", ".join(_show(x) for x in v) + "]"
+    return str(v)
 
 
-def _close(a: Any, b: float) -> bool:
-    ok = isinstance(a, (int, float)) and not isinstance(a, bool)
-    return ok and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+def _equal(a: Any, b: Any) -> bool:
+    num = (int, float)
+    if isinstance(a, num) and isinstance(b, num) and not isinstance(a, bool) and not isinstance(b, bool):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
 
 
-def recipe_differences(row: str, r: Recipe) -> list[str]:
-    """How recipe `r` differs from paper row `row` (a named model, e.g. "cifar_resnet20");
-    empty when it is the row's recipe."""
-    want = NAMED_MODELS[row]
-    cifar = want.family == "cifar"
+def setting_differences(run: Recipe, reference: Recipe) -> list[str]:
+    """Each recipe setting that differs, named: "weight decay 0.0005 (paper 0.0001)"."""
+    ours, ref = run.as_dict(), reference.as_dict()
+    out = []
+    # A key on one side only is inert on the other (the warm-up's lr with the warm-up off there):
+    # the setting that switches it (named below) is the difference.
+    for key in sorted(set(ours) & set(ref), key=_order):
+        if not _equal(ours[key], ref[key]):
+            out.append(f"{LABELS.get(key, key)} {_show(ours[key])} (paper {_show(ref[key])})")
+    return out
+
+
+_SECTIONS = ("model.", "data.", "optim.", "schedule.", "trainer.")
+
+
+def _order(key: str) -> tuple[int, str]:
+    return next((i for i, p in enumerate(_SECTIONS) if key.startswith(p)), len(_SECTIONS)), key
+
+
+def _fact_differences(row: str, reference: Recipe, facts: Facts, run: Recipe | None) -> list[str]:
+    """The measured facts against the paper's data (held-out images and length as the run
+    planned them: a different plan is a setting difference, named on its own)."""
+    family = NAMED_MODELS[row].family
+    cifar = family == "cifar"
     out: list[str] = []
-
-    def check(value: Any, expected: Any, what: str, say: str) -> None:
-        """`say` formats a difference with {v} (ours) and {p} (the paper's)."""
+    if facts.data is None:
+        out.append("data not recorded")
+    elif facts.data not in (PAPER_DATA[family], *((JPEG_COPY,) if cifar else ())):
+        out.append(f"{facts.data} data (paper {'CIFAR-10' if cifar else 'ImageNet'})")
+    own = run if run is not None else reference
+    held_out = own.get("data.val_size") or 0
+    want = ((paper.CIFAR_CLASSES, paper.CIFAR_TRAIN_SIZE - held_out, paper.CIFAR_TEST_SIZE) if cifar
+            else (paper.IMAGENET_CLASSES, paper.IMAGENET_TRAIN_SIZE - held_out, paper.IMAGENET_TEST_SIZE))
+    for value, expected, what, say in (
+        (facts.num_classes, want[0], "number of classes", "{v} classes (paper {p})"),
+        (facts.train_size, want[1], "train size", "trained on {v} images (paper {p})"),
+        (facts.test_size, want[2], "test size", "tested on {v} images (paper {p})"),
+    ):
         if value is None:
             out.append(f"{what} not recorded")
-        elif not (_close(value, expected) if isinstance(expected, float) else value == expected):
+        elif value != expected:
             out.append(say.format(v=value, p=expected))
-
-    # The data set
-    if r.data is None:
-        out.append("data not recorded")
-    elif cifar and r.data not in CIFAR_DATA:
-        out.append(f"{r.data} data (paper CIFAR-10)")
-    elif not cifar and r.data != "imagenet":
-        out.append(f"{r.data} data (paper ImageNet)")
-    check(r.num_classes, paper.CIFAR_CLASSES if cifar else paper.IMAGENET_CLASSES, "number of classes",
-          "{v} classes (paper {p})")
-    # The architecture
-    check(r.family, want.family, "model family", "{v} family (paper {p})")
-    check(r.depth, want.depth, "depth", "depth {v} (paper {p})")
-    if r.residual is None or r.residual != want.residual:
-        out.append("residual not recorded" if r.residual is None
-                   else "residual net (paper plain)" if r.residual else "plain net (paper residual)")
-    if want.residual:
-        check(r.shortcut, want.shortcut, "shortcut", "shortcut {v} (paper {p})")
-    if _is_bottleneck(want.family, want.depth):
-        check(r.bottleneck_stride, want.bottleneck_stride, "bottleneck stride",
-              "bottleneck stride on the {v} (paper {p})")
-    if r.weights:
-        out.append(f"started from weights {r.weights} (paper: from scratch)")
-    # Length, batch, schedule
-    check(r.iterations, paper.CIFAR_ITERATIONS if cifar else paper.IMAGENET_ITERATIONS, "iterations",
-          "{v} iterations (paper {p})")
-    check(r.batch_size, paper.CIFAR_BATCH if cifar else paper.IMAGENET_BATCH, "batch size", "batch {v} (paper {p})")
-    if cifar:
-        check(r.schedule, "step", "schedule", "{v} schedule (paper step)")
-        check(r.base_lr, paper.CIFAR_BASE_LR, "learning rate", "lr {v:g} (paper {p:g})")
-        if r.schedule == "step":
-            ms = ", ".join(map(str, r.milestones)) if r.milestones is not None else None
-            check(ms, ", ".join(map(str, paper.CIFAR_MILESTONES)), "lr milestones", "lr drops at {v} (paper {p})")
-            check(r.gamma, paper.CIFAR_GAMMA, "lr factor", "lr factor {v:g} (paper {p:g})")
-        warm = row in paper.CIFAR_WARMUP or row in paper.CIFAR_WARMUP_OURS
-        check(r.warmup, warm, "warm-up", "lr warm-up (paper none)" if not warm else "no warm-up (paper lr 0.01 first)")
-        if warm and r.warmup and r.warmup_lr is not None:
-            check(r.warmup_lr, paper.CIFAR_WARMUP_LR, "warm-up lr", "warm-up lr {v:g} (paper {p:g})")
-        check(r.train_size, paper.CIFAR_TRAIN_SIZE, "train size", "trained on {v} images (paper {p})")
-        check(r.test_size, paper.CIFAR_TEST_SIZE, "test size", "tested on {v} images (paper {p})")
-    else:
-        if r.schedule is None or r.schedule not in paper.IMAGENET_SCHEDULES:
-            out.append("schedule not recorded" if r.schedule is None else f"{r.schedule} schedule (paper plateau)")
-        check(r.base_lr, paper.IMAGENET_BASE_LR, "learning rate", "lr {v:g} (paper {p:g})")
-        if r.schedule == "step":
-            check(r.gamma, paper.IMAGENET_GAMMA, "lr factor", "lr factor {v:g} (paper {p:g})")
-        check(r.warmup, False, "warm-up", "lr warm-up (paper none)")
-        lo = paper.IMAGENET_TRAIN_SIZE - IMAGENET_MAX_HELD_OUT
-        if r.train_size is None or not lo <= r.train_size <= paper.IMAGENET_TRAIN_SIZE:
-            out.append("train size not recorded" if r.train_size is None
-                       else f"trained on {r.train_size} images (paper {paper.IMAGENET_TRAIN_SIZE})")
-        check(r.test_size, paper.IMAGENET_TEST_SIZE, "test size", "tested on {v} images (paper {p})")
+    planned = own.get("trainer.max_iters")
+    if facts.status not in (None, "complete"):
+        out.append(f"{facts.status} at iteration {facts.iterations} of {planned} (incomplete)")
+    elif facts.iterations is None:
+        out.append("iterations not recorded")
+    elif facts.iterations != planned:
+        out.append(f"stopped at iteration {facts.iterations} of {planned}")
     return out
+
+
+def judgement(row: str, reference: Recipe | None, run: Recipe | None, facts: Facts) -> Judgement:
+    """How a run of recipe `run` with `facts` stands against paper row `row`, whose recipe is
+    `reference` (None: the row has no exp to compose, so nothing follows it)."""
+    if reference is None or row not in NAMED_MODELS:
+        return Judgement(("no exp composes this row's recipe",))
+    diffs = [] if run is None else setting_differences(run, reference)
+    if run is None:
+        diffs.append("settings not recorded (no readable config.yaml)")
+    diffs += _fact_differences(row, reference, facts, run)
+    if diffs:
+        return Judgement(tuple(diffs))
+    if facts.data == JPEG_COPY:
+        return Judgement((), JPEG_REASON)
+    return Judgement(())
 
 
 def band(sigma: float, n: int, n_paper: int = 1, k: float = K) -> float:
@@ -224,13 +335,19 @@ def verdict(ours_mean: float, paper_value: float, half_width: float) -> str:
     return REPRODUCED if abs(d) <= half_width + eps else BETTER if d < 0 else WORSE
 
 
-def on_data(v: str, data: str | None) -> str:
-    """The verdict of a run on the JPEG copy says so."""
-    return f"{v} on CIFAR-10 (JPEG copy)" if data == JPEG_COPY else v
-
-
-def not_recipe(differences: list[str]) -> str:
+def not_recipe(differences: Any) -> str:
     return f"{NOT_RECIPE}: " + "; ".join(differences)
+
+
+def verdict_text(j: Judgement, ours_mean: float | None, paper_value: float, half_width: float | None) -> str:
+    """The verdict cell: a verdict, "no verdict: <why>" or "not the paper's recipe: <what>"."""
+    if not j.follows:
+        return not_recipe(j.differences)
+    if j.no_verdict:
+        return f"{NO_VERDICT}: {j.no_verdict}"
+    if ours_mean is None or half_width is None:
+        return ""
+    return verdict(ours_mean, paper_value, half_width)
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,15 +369,17 @@ def paper_value(row: str) -> tuple[str, float, int] | None:
     return None
 
 
-def paper_reference(exp_name: str, recipe: Recipe, test_err: float | None = None) -> dict[str, Any]:
-    """W&B fields for a run of `exp_name` whose recipe is the paper row's, else {}.
+def paper_reference(row: str, reference: Recipe | None, run: Recipe, facts: Facts,
+                    test_err: float | None = None) -> dict[str, Any]:
+    """W&B fields for a run of `row` that follows the row's recipe, else {}.
 
     CIFAR: "paper/test_err" (a reference line beside test/err) and, given our final test_err,
-    "paper/gap" (ours - paper), "paper/band" and "paper/verdict" for this one run. ImageNet:
-    "paper/ten_crop_err" only: training measures the centre crop, the paper 10 crops, so the
-    gap belongs to `eval` and the report."""
-    ref = paper_value(exp_name)
-    if ref is None or recipe_differences(exp_name, recipe):
+    "paper/gap" (ours - paper), "paper/band" and "paper/verdict" for this one run (on the JPEG
+    copy: "no verdict: <why>"). ImageNet: "paper/ten_crop_err" only: training measures the
+    centre crop, the paper 10 crops, so the gap belongs to `eval` and the report."""
+    ref = paper_value(row)
+    j = judgement(row, reference, run, facts)
+    if ref is None or not j.follows:
         return {}
     table, value, n_paper = ref
     if table != "Table 6":
@@ -269,19 +388,12 @@ def paper_reference(exp_name: str, recipe: Recipe, test_err: float | None = None
     if test_err is not None:
         half = band(SIGMA_CIFAR, 1, n_paper)
         out.update({"paper/gap": test_err - value, "paper/band": half,
-                    "paper/verdict": on_data(verdict(test_err, value, half), recipe.data)})
+                    "paper/verdict": verdict_text(j, test_err, value, half)})
     return out
 
 
-def planned_reference(exp_name: str, config: Mapping[str, Any], arch: Mapping[str, Any],
-                      sizes: Mapping[str, int]) -> dict[str, Any]:
-    """The paper's reference line for each evaluation row of a training run (or {})."""
-    return paper_reference(exp_name, planned_recipe(config, arch, sizes))
-
-
-def with_paper_reference(summary: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+def with_paper_reference(summary: Mapping[str, Any], reference: Recipe | None, run: Recipe) -> dict[str, Any]:
     """`summary` plus the paper's number, the gap and a one-run verdict (for W&B)."""
     test_err = summary.get("test_err")
     test_err = float(test_err) if isinstance(test_err, (int, float)) and not isinstance(test_err, bool) else None
-    ref = paper_reference(str(summary.get("exp_name")), recipe_of(summary, config), test_err)
-    return {**summary, **ref}
+    return {**summary, **paper_reference(str(summary.get("exp_name")), reference, run, facts_of(summary), test_err)}

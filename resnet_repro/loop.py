@@ -39,11 +39,11 @@ from resnet_repro.training_data import TrainingData, build_training_data
 from resnet_repro.distributed import World, all_reduce_sum, per_process_batch
 from resnet_repro.engine import make_sgd, maybe_compile, precision, set_tf32, train_step
 from resnet_repro.errors import ReproError
-from resnet_repro.judge import planned_reference, with_paper_reference
+from resnet_repro import judge
 from resnet_repro.loggers import JsonlSink, MetricsSink, MultiSink, WandbSink, round_floats, write_json_atomic
 from resnet_repro.models import build_from_arch, count_macs, count_params, input_size
 from resnet_repro.pretrained import apply_weights, freeze_backbone, load_weights, set_train_mode
-from resnet_repro.provenance import device_name, git_commit, peak_memory
+from resnet_repro.provenance import device_name, git_commit, peak_memory, weights_digest
 from resnet_repro.rundir import resume_checkpoint
 from resnet_repro.schedule import WarmupUntilError, build_schedule
 from resnet_repro.policy import Precision, compile_mode, resolve_precision, use_channels_last
@@ -148,9 +148,13 @@ def _pct(x: float) -> float:
 class Trainer:
     """One run: built from typed settings, trained by `run()`, which returns the summary."""
 
-    def __init__(self, settings: RunSettings, run_dir: Path, world: World, device: torch.device) -> None:
+    def __init__(self, settings: RunSettings, run_dir: Path, world: World, device: torch.device,
+                 record: dict[str, Any] | None = None, paper: judge.Recipe | None = None) -> None:
+        """`record`: the resolved config (saved in checkpoints, given to W&B); `paper`: the
+        recipe of the paper row named by the exp (None: none), for W&B's paper line and verdict."""
         self.process_start = _clock()  # trainer.max_time counts from here (data loading included)
         self.run_dir, self.world, self.device = run_dir, world, device
+        self.record, self.paper = dict(record or {}), paper
         self.tr = tr = settings.trainer
         set_tf32(tr.tf32)
         self.ckpt_path = run_dir / LAST
@@ -242,7 +246,7 @@ class Trainer:
         lg, s = self.settings.logger, self.settings
         if lg.name == "wandb":
             wb = WandbSink(
-                project=lg.project, run_dir=self.run_dir, config=s.config, mode=lg.mode, entity=lg.entity,
+                project=lg.project, run_dir=self.run_dir, config=self.record, mode=lg.mode, entity=lg.entity,
                 run_id=self.state.wandb_id, name=f"{s.exp_name}-seed{s.seed}", tags=list(lg.tags),
             )
             self.state.wandb_id = wb.run_id
@@ -395,7 +399,8 @@ class Trainer:
             self.bar.write(f"iter {done}: " + " ".join(f"{k} {v:.2f}%" for k, v in result.items() if k.endswith("err"))
                            + f"  train/err {train_err:.2f}%  lr {lr:g}")
         s = self.settings
-        return {**result, **planned_reference(s.exp_name, s.config, self.arch.as_dict(), self.data.sizes)}
+        planned = judge.planned_facts(s.data.name, self.data.num_classes, self.data.sizes, self.tr.max_iters)
+        return {**result, **judge.paper_reference(s.exp_name, self.paper, judge.recipe(s), planned)}
 
     def log(self, row: dict[str, Any]) -> None:
         try:
@@ -430,7 +435,7 @@ class Trainer:
             self.ckpt_path,
             {"meta": meta, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
              "schedule": self.schedule.state_dict(), "rng": rng_state(), "loop": self.state.to_dict(),
-             "config": s.config},
+             "config": self.record},
             keep_previous=self.run_dir / PREV,
         )
         self.ckpt_iter = self.state.iteration
@@ -536,6 +541,7 @@ class Trainer:
                 "gamma": s.schedule.gamma, "warmup": bool((s.schedule.warmup or {}).get("enabled")),
             },
             "bn_group_size": s.model.bn_group_size, "weights": s.model.weights,
+            "weights_digest": weights_digest(self.model.state_dict()),  # what eval_*.json records name
             # ImageNet, data.decode=device: training images skipped as undecodable (this session)
             "skipped_images": data.extra["bad_images"].total if "bad_images" in data.extra else 0,
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -544,7 +550,7 @@ class Trainer:
         summary = round_floats(summary)  # as summary.json holds it (12 significant digits)
         if self.world.is_main:
             write_json_atomic(self.run_dir / "summary.json", summary)
-            self.sink.summary(with_paper_reference(summary, s.config))  # W&B: the paper's number and the gap
+            self.sink.summary(judge.with_paper_reference(summary, self.paper, judge.recipe(s)))  # W&B: the paper's number and the gap
             print(f"run dir: {self.run_dir}")
             print(f"test error {summary['test_err']:.2f}% after {state.iteration} iterations"
                   + (f" of {tr.max_iters} (paused: an incomplete run)" if status == "paused" else "")

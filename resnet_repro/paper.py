@@ -5,6 +5,8 @@ Every value carries the table it comes from. Errors are percentages; FLOPs are m
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 # Table 1, bottom row: FLOPs (multiply-adds) of the ImageNet nets at 224x224. Plain nets have
 # the same FLOPs as their residual counterparts (option A adds none; §3.3 / Table 1 notes).
 TABLE1_MACS: dict[str, float] = {
@@ -69,16 +71,34 @@ TABLE4_TOP1_TOP5: dict[str, tuple[float, float]] = {
     "imagenet_resnet152": (19.38, 4.49),
 }
 
-# A popular PyTorch port's CIFAR-10 test errors (200 epochs, test set used as validation);
-# context for our numbers, not a target (see ../shared/docs/paper.md, "Reproductions").
-PORT_CIFAR_ERROR: dict[str, float] = {
-    "cifar_resnet20": 8.27,
-    "cifar_resnet32": 7.37,
-    "cifar_resnet44": 6.90,
-    "cifar_resnet56": 6.61,
-    "cifar_resnet110": 6.32,
-    "cifar_resnet1202": 6.18,
-}
+# Public reproductions of Table 6 (CIFAR-10 test error, %): context rows beside ours, never
+# verdict rows. Their recipes differ from the paper's, as each entry says.
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    source: str
+    recipe: str
+    data: str  # the data set their numbers are on ("cifar10": the original files)
+    errors: dict[str, float]
+    std: dict[str, float] = field(default_factory=dict)  # when they report a spread
+    runs: dict[str, int] = field(default_factory=dict)  # runs behind a number (1 when absent)
+
+
+PEERS: tuple[Peer, ...] = (
+    Peer("akamaster/pytorch_resnet_cifar10", "https://github.com/akamaster/pytorch_resnet_cifar10 (README table)",
+         "PyTorch; 200 epochs on the 50k training images; the best epoch chosen on the test set", "cifar10",
+         {"cifar_resnet20": 8.27, "cifar_resnet32": 7.37, "cifar_resnet44": 6.90, "cifar_resnet56": 6.61,
+          "cifar_resnet110": 6.32}),
+    Peer("gcr/torch-residual-networks", "https://github.com/gcr/torch-residual-networks (README)",
+         "Torch (Lua) reimplementation; its README gives its training details", "cifar10",
+         {"cifar_resnet20": 8.29, "cifar_resnet32": 7.63, "cifar_resnet44": 7.14, "cifar_resnet56": 6.94,
+          "cifar_resnet110": 6.73}),
+    Peer("tensorflow/models PR 5243", "https://github.com/tensorflow/models/pull/5243",
+         "TensorFlow official ResNet; ResNet-56 on the 50k training images, 164 epochs, 5 seeds (mean ± std)",
+         "cifar10", {"cifar_resnet56": 6.88}, std={"cifar_resnet56": 0.2}, runs={"cifar_resnet56": 5}),
+)
+# The most used public port, as the Table 6 "other port" column shows it (akamaster's numbers).
+PORT_CIFAR_ERROR: dict[str, float] = dict(PEERS[0].errors)
 
 # -- The recipes behind the tables: a run gets a verdict against a row only when it trained
 # -- with the row's recipe (see resnet_repro/judge.py).

@@ -45,3 +45,16 @@ def peak_memory(device: torch.device) -> tuple[int, str]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process_peak_rss"
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """A short digest of a model's weights and BN statistics (names, dtypes, shapes, bytes):
+    summary.json and eval_*.json both carry it, so an evaluation names the weights it measured."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]

@@ -7,7 +7,7 @@ dataclasses or plain arguments and never sees a DictConfig.
 from __future__ import annotations
 
 import types
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
@@ -90,7 +90,6 @@ class RunSettings:
     schedule: ScheduleSettings
     trainer: TrainerSettings
     logger: LoggerSettings
-    config: dict[str, Any] = field(default_factory=dict)  # the resolved config, for the record
     renamed_from: str | None = None  # the model name the config gave, when the network is another
 
 
@@ -325,5 +324,4 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
         schedule=schedule,
         trainer=trainer,
         logger=logger,
-        config=c,
     )

@@ -95,28 +95,32 @@ def train_from_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> d
     per_process_batch_checked(settings.model, settings.trainer, world.size)  # BN groups fit each process's batch
     if settings.model.weights:
         check_weights_norm(settings.model.weights, settings.data.norm)  # torchvision weights need their mean/std
+    record = {k: v for k, v in config.items() if k != "resume"}  # the resolved config of record
     if not world.is_main:
-        return fit(settings, run_dir)
+        return fit(settings, run_dir, record)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ReproError(f"could not create run dir {run_dir}: {e.strerror or e}") from None
     with RunLock(run_dir):  # a second process on this run dir is refused
         remove_stale_temp_files(run_dir)
-        saved = OmegaConf.create({k: v for k, v in config.items() if k != "resume"})
+        saved = OmegaConf.create(record)
         # When this process pauses is not the run's: `train resume=<dir>` continues to the end.
         saved.trainer.max_time = saved.trainer.pause_at = None
-        saved = OmegaConf.to_yaml(saved)
-        write_text_atomic(saved_path, saved)
-        return fit(settings, run_dir)
+        write_text_atomic(saved_path, OmegaConf.to_yaml(saved))
+        return fit(settings, run_dir, record)
 
 
-def fit(settings: RunSettings, run_dir: Path) -> dict[str, Any]:
+def fit(settings: RunSettings, run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
     """Train (or continue training) the run in `run_dir`; returns the summary. Under torchrun
-    every process runs this; rank 0 alone writes files and logs."""
+    every process runs this; rank 0 alone writes files and logs. `record`: the resolved config,
+    saved in checkpoints and given to W&B. The paper row's recipe (`recipes.reference`) is what
+    the W&B verdict judges the run against."""
+    from resnet_repro.recipes import reference
+
     world = world_from_env()
     device = distributed.setup(world, resolve_device(settings.trainer.device))
     try:
-        return Trainer(settings, run_dir, world, device).run()
+        return Trainer(settings, run_dir, world, device, record=record, paper=reference(settings.exp_name)).run()
     finally:
         distributed.teardown(world)

@@ -11,6 +11,8 @@ sizes: runs of different recipes are never averaged together), and writes into `
   figure6_cifar.png    CIFAR-10 curves (Figure 6), when there are CIFAR runs
   figure4_imagenet.png ImageNet curves (Figure 4), when there are ImageNet runs
   figure7_layer_responses.png  layer responses (Figure 7), when runs have layer_responses.json
+  layer_responses/        with --layer-responses: the responses measured for runs without one
+  peers.json           with --peers DIR: public weights evaluated on the runs' CIFAR-10 data sets
 
 Ours = mean ± sample std (n-1) over seeds, with the best run and n. A row gets a verdict only
 when its runs followed the paper row's recipe, else "not the paper's recipe: <what differs>".

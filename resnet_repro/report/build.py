@@ -14,9 +14,21 @@ from typing import Any
 from resnet_repro import judge, paper
 from resnet_repro.errors import ConfigError, ReproError
 from resnet_repro.report.collect import Incomplete, Run, data_label, display_path, find_runs, runs_from_wandb
-from resnet_repro.report.compare import group_runs
+from resnet_repro.report.compare import fold_copies, group_runs, same_seed_notes
 from resnet_repro.report.figures import add_layer_responses, figure7_section, figure_sections
-from resnet_repro.report.tables import CSV_FIELDS, Section, imagenet_sections, other_table, plain_table, runs_table, table6
+from resnet_repro.report.tables import (
+    CSV_FIELDS,
+    Section,
+    imagenet_sections,
+    other_table,
+    peers_table,
+    plain_table,
+    runs_table,
+    table6,
+)
+
+# results.csv keeps the tables' digits: errors, gaps and bands in points to 2 decimals.
+CSV_DIGITS = 2
 
 
 
@@ -34,12 +46,13 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r[k]) for k in CSV_FIELDS})
+        w.writerow({k: ("" if r.get(k) is None else f"{r[k]:.{CSV_DIGITS}f}" if isinstance(r[k], float) else r[k])
+                    for k in CSV_FIELDS})
     write_text_atomic(path, buf.getvalue())
 
 
 def _header(paths: Sequence[str], wandb: str | None, runs: Sequence[Run], incomplete: Sequence[Incomplete],
-            sigma_cifar: float, sigma_imagenet: float) -> list[str]:
+            sigma_cifar: float, sigma_imagenet: float, absent: Sequence[str]) -> list[str]:
     datas = sorted({r.data for r in runs})
     sources = [f"`{p}`" for p in paths] + ([f"W&B project `{wandb}`"] if wandb else [])
     md = [
@@ -47,21 +60,61 @@ def _header(paths: Sequence[str], wandb: str | None, runs: Sequence[Run], incomp
         "",
         f"{len(runs)} finished run(s) and {len(incomplete)} incomplete run(s) from {', '.join(sources)}.",
         "",
-        "- Ours: mean ± sample standard deviation (n−1) over seeds ('-' for one run), the best (lowest) "
-        "run and n. Errors in %.",
-        "- Verdicts only for runs of the paper's recipe (the row's architecture, iterations, schedule, batch, "
-        "training-set size and data set); other rows say \"not the paper's recipe: <what differs>\". "
-        "Runs of different recipes are never averaged together.",
+        "- Ours: mean ± sample standard deviation (n−1) over seeds ('-' for one seed), the best (lowest) "
+        "run and n, the number of seeds. Copies of a run count once; different runs of one seed are one seed. "
+        "Errors in %.",
+        "- Verdicts only for runs of the paper row's recipe: every setting that changes what is learned equals "
+        "the row's exp with no overrides, on the paper's data, trained to the end. Other rows say \"not the "
+        "paper's recipe: <each difference>\". Runs of different recipes or training precisions are never "
+        "averaged together; 'precision' is what training computed in (bf16 autocast with fp32 weights, tf32 "
+        "or fp32). What the judge compares and ignores: experiments/fidelity.md.",
         "- Band: 'reproduced' when |ours mean − paper| ≤ 2 σ √(1/n + 1/n_paper), "
         f"σ = {sigma_cifar:g} points on CIFAR-10 (Table 6's ResNet-110 spread), {sigma_imagenet:g} on ImageNet "
         "(our choice); below the band 'better than the paper', above it 'worse than the paper'.",
         "- Data of our runs: " + (", ".join(data_label(d) for d in datas) or "none") + ".",
     ]
     if any(d not in ("cifar10", "imagenet") for d in datas):
-        md.append("- **Not the paper's data:** rows on 'synthetic (not CIFAR-10)' data are not the paper's "
-                  "recipe and get no verdict; rows on 'CIFAR-10 (JPEG copy)' use a re-encoded copy of "
-                  "CIFAR-10, not the paper's files, and say so in their verdict.")
+        md.append("- **Not the paper's data:** rows on 'CIFAR-10 (JPEG copy)' (a re-encoded, harder copy) show "
+                  "their gap to the paper and the peers on the same data, without a verdict; synthetic data and "
+                  "other image folders are not the paper's recipe.")
+    if absent:
+        md.append(f"- No runs for: {', '.join(absent)} (not shown).")
     return md + [""]
+
+
+def _measure_peers(peers_dir: Path, runs: Sequence[Run], device: str, out_dir: Path) -> tuple[list[dict], list[str]]:
+    """Evaluate every akamaster weights file in `peers_dir` on each CIFAR-10 data set our local
+    runs used (their config's data.name/root). Results go to `<out>/peers.json` only."""
+    import torch
+
+    from resnet_repro.errors import ReproError
+    from resnet_repro.loggers import write_json_atomic
+    from resnet_repro.peers import evaluate_peer
+    from resnet_repro.settings import resolve_device, run_settings
+
+    files = sorted(p for p in peers_dir.glob("*.th")) if peers_dir.is_dir() else []
+    if not files:
+        raise ConfigError(f"--peers {peers_dir}: no akamaster .th weights files there")
+    datas: dict[tuple, Any] = {}
+    for r in runs:
+        if not r.local or r.data not in ("cifar10", "cifar10_folder") or not r.config:
+            continue
+        try:
+            d = run_settings(r.config).data
+        except ReproError:
+            continue
+        datas.setdefault((d.name, d.root), d)
+    dev = resolve_device(device)
+    measured, notes = [], []
+    for d in datas.values():
+        for f in files:
+            try:
+                with torch.no_grad():
+                    measured.append(evaluate_peer(f, d, dev))
+            except ReproError as e:
+                notes.append(f"peer {f.name} on {d.name} ({d.root}): not measured: {e}")
+    write_json_atomic(out_dir / "peers.json", measured)
+    return measured, notes
 
 
 def build_report(
@@ -72,6 +125,8 @@ def build_report(
     wandb: str | None = None,
     layer_responses: bool = False,
     device: str = "auto",
+    peers: str | Path | None = None,
+    refs: Any = None,
 ) -> Report:
     """Find the runs, write report.md, results.csv and the figures into `out`, return them."""
     if not (sigma_cifar > 0 and sigma_imagenet > 0):
@@ -89,28 +144,35 @@ def build_report(
     # so a report never lands inside one unless --out says so.
     out_dir = Path(out) if out is not None else Path("report")
     out_dir.mkdir(parents=True, exist_ok=True)
+    if refs is None:
+        from resnet_repro.recipes import reference as refs  # the paper rows' exps, composed
 
+    runs, fold_notes = fold_copies(runs)
     groups = group_runs(runs)
     cifar = [g for g in groups if g.family == "cifar"]
     imagenet = [g for g in groups if g.family == "imagenet"]
     in_tables = {*paper.TABLE6_ERROR, *paper.TABLE2_TOP1, *paper.TABLE3_TOP1_TOP5, *paper.TABLE4_TOP1_TOP5}
     other = [g for g in groups if g.exp not in in_tables and not (g.family == "cifar" and not g.residual)]
+    measured, peer_notes = _measure_peers(Path(peers), runs, device, out_dir) if peers else ([], [])
 
-    notes = add_layer_responses(runs, device) if layer_responses else []
+    notes = add_layer_responses(runs, out_dir, device) if layer_responses else []
     # Curves of paused runs too (prefixes of their recipe, labelled in the runs table); no verdicts.
     curve_groups = group_runs(runs + [i.run for i in incomplete if i.run is not None])
     figs, files = figure_sections([g for g in curve_groups if g.family == "cifar"],
                                   [g for g in curve_groups if g.family == "imagenet" and g.data == "imagenet"], out_dir)
     fig7, files7 = figure7_section(cifar, out_dir, notes)
+    absent = ([] if cifar else ["Table 6 (CIFAR-10)"]) + ([] if any(not g.residual for g in cifar) else
+                                                          ["plain nets (CIFAR-10)"])
+    absent += [] if imagenet else ["Tables 2, 3, 4 (ImageNet)"]
     sections = [
-        Section(_header([str(p) for p in paths], wandb, runs, incomplete, sigma_cifar, sigma_imagenet)),
-        table6(cifar, sigma_cifar),
-        plain_table(cifar),
-        *imagenet_sections(imagenet, sigma_imagenet),
+        Section(_header([str(p) for p in paths], wandb, runs, incomplete, sigma_cifar, sigma_imagenet, absent)),
+        *([table6(cifar, sigma_cifar, refs, measured), peers_table(measured)] if cifar else []),
+        *([plain_table(cifar, refs)] if any(not g.residual for g in cifar) else []),
+        *(imagenet_sections(imagenet, sigma_imagenet, refs) if imagenet else []),
         figs,
         fig7,
-        *([other_table(other)] if other else []),
-        runs_table(runs, incomplete),
+        *([other_table(other, refs)] if other else []),
+        runs_table(runs, incomplete, [*fold_notes, *same_seed_notes(groups), *peer_notes]),
     ]
     markdown = "\n".join(line for s in sections for line in s.markdown).rstrip() + "\n"
 
@@ -118,7 +180,8 @@ def build_report(
 
     write_text_atomic(out_dir / "report.md", markdown)
     _write_csv(out_dir / "results.csv", [r for s in sections for r in s.csv_rows])
-    return Report(markdown, out_dir, [out_dir / "report.md", out_dir / "results.csv", *files, *files7])
+    extra = [out_dir / "peers.json"] if peers else []
+    return Report(markdown, out_dir, [out_dir / "report.md", out_dir / "results.csv", *files, *files7, *extra])
 
 
 def cli_main(argv: list[str]) -> int:
@@ -136,11 +199,15 @@ def cli_main(argv: list[str]) -> int:
                         help=f"per-run std of top-1/top-5 in points (default {judge.SIGMA_IMAGENET}: our choice)")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", default=None, help="also read the runs of a W&B project")
     parser.add_argument("--layer-responses", action="store_true",
-                        help="measure Figure 7's layer responses for runs without layer_responses.json")
-    parser.add_argument("--device", default="auto", help="device for --layer-responses (default: auto)")
+                        help="measure Figure 7's layer responses for runs without layer_responses.json "
+                        "(written under --out/layer_responses/, never into the run dirs)")
+    parser.add_argument("--peers", metavar="DIR", default=None,
+                        help="evaluate the akamaster CIFAR-10 weights (*.th) in DIR on each CIFAR-10 data set the "
+                        "runs used, as context rows (e.g. ../shared/weights/akamaster; written to --out/peers.json)")
+    parser.add_argument("--device", default="auto", help="device for --layer-responses and --peers (default: auto)")
     args = parser.parse_args(argv)
     rep = build_report(args.dirs, args.out, args.sigma_cifar, args.sigma_imagenet, args.wandb,
-                       args.layer_responses, args.device)
+                       args.layer_responses, args.device, args.peers)
     print(rep.markdown, end="")
     print(f"\nwrote {', '.join(display_path(str(f)) for f in rep.files)}")
     return 0

@@ -12,42 +12,72 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
 
-from resnet_repro import judge
+from resnet_repro import judge, paper
 from resnet_repro.errors import ReproError
 from resnet_repro.loggers import read_jsonl
 
 # The ImageNet tables' protocols (§3.4): 10-crop for Tables 2 and 3, multi-scale for Table 4.
-# `eval` writes `<run>/eval_*.json` files: {"protocol": ..., "err": top-1 %, "top5_err": %}.
+# `eval` writes `<run>/eval_<protocol>.json` for the final weights ({"protocol", "err": top-1 %,
+# "top5_err": %, "iteration", "weights_digest", "bn_stats", "precision"}) and
+# `eval_<protocol>_iter<N>.json` for other checkpoints. Only evaluations of the final weights
+# count; the others are listed as not judged.
 EVAL_GLOB = "eval_*.json"
 EVAL_PROTOCOLS = ("ten_crop", "multi_scale", "center")
 EVAL_MISSING = "missing (run `eval protocol=all`)"
 MISSING = "missing"
 
-# What a run's `data` was. Only cifar10 and imagenet are the paper's data sets.
+# What a run's `data` was. Only cifar10 and imagenet are the paper's data sets; "image_folder" is
+# a run on data=imagenet whose data is not ImageNet (another class count or val size: a small or
+# generated photo folder, experiments/make_photo_folder.py).
 DATA_LABELS = {
     "cifar10": "CIFAR-10",
     "cifar10_folder": "CIFAR-10 (JPEG copy)",
     "synthetic": "synthetic (not CIFAR-10)",
     "imagenet": "ImageNet",
+    "image_folder": "image folder (not ImageNet)",
 }
+
 
 def data_label(name: str | None) -> str:
     return DATA_LABELS.get(str(name), str(name))
 
 
+def _is_imagenet(summary: dict[str, Any]) -> bool:
+    arch = summary.get("arch") if isinstance(summary.get("arch"), dict) else {}
+    classes = summary.get("num_classes", arch.get("num_classes"))  # type: ignore[union-attr]
+    return classes == paper.IMAGENET_CLASSES and summary.get("test_size") == paper.IMAGENET_TEST_SIZE
+
+
+def recipe_of_config(config: dict[str, Any] | None) -> tuple[judge.Recipe | None, str | None]:
+    """(recipe, None) from a run's resolved config (config.yaml or a W&B run's config), or
+    (None, why) when there is none or it no longer makes valid settings."""
+    from resnet_repro.errors import ReproError
+    from resnet_repro.settings import run_settings
+
+    if not config:
+        return None, "no config.yaml"
+    try:
+        return judge.recipe(run_settings(config)), None
+    except (ReproError, KeyError, TypeError, ValueError) as e:
+        return None, f"config.yaml does not make valid settings: {e}"
 
 
 @dataclass
 class Run:
-    """A finished run: its summary.json, metrics rows and any `eval_*.json` results."""
+    """A finished run: its summary.json, metrics rows and its evaluations' records."""
 
     path: str
     summary: dict[str, Any]
     rows: list[dict[str, Any]]
-    evals: dict[str, dict[str, float | None]] = field(default_factory=dict)  # protocol -> errors
+    evals: dict[str, dict[str, Any]] = field(default_factory=dict)  # protocol -> the final weights' record
     responses: dict[str, Any] | None = None  # layer_responses.json (Figure 7)
     local: bool = True  # a run directory (False: read from W&B)
     config: dict[str, Any] | None = None  # the resolved config (config.yaml, or W&B's run config)
+    stale_evals: list[str] = field(default_factory=list)  # evaluations not of the final weights, why
+    also: list[str] = field(default_factory=list)  # copies of this run folded into it (paths)
+
+    def __post_init__(self) -> None:
+        self._recipe, self.recipe_note = recipe_of_config(self.config)
 
     @property
     def exp(self) -> str:
@@ -55,7 +85,8 @@ class Run:
 
     @property
     def data(self) -> str:
-        return str(self.summary.get("data") or "?")
+        d = str(self.summary.get("data") or "?")
+        return "image_folder" if d == "imagenet" and not _is_imagenet(self.summary) else d
 
     @property
     def arch(self) -> dict[str, Any]:
@@ -68,8 +99,35 @@ class Run:
         return s if isinstance(s, int) else -1
 
     @property
-    def recipe(self) -> judge.Recipe:
-        return judge.recipe_of(self.summary, self.config)
+    def recipe(self) -> judge.Recipe | None:
+        """The settings that change what was learned (None: not recorded)."""
+        return self._recipe
+
+    @property
+    def facts(self) -> judge.Facts:
+        return judge.facts_of(self.summary)
+
+    @property
+    def precision(self) -> str:
+        """What training computed in: bf16 (autocast, fp32 weights), tf32 or fp32."""
+        return str(self.summary.get("train_precision") or "not recorded")
+
+    def digest(self) -> str:
+        """The run's content: its final weights' digest when recorded, else its results. Copies
+        of a run dir, and re-runs that reproduce it bit for bit, have the same digest."""
+        import hashlib
+
+        s = self.summary
+        if s.get("weights_digest"):
+            key: Any = ["weights", s["weights_digest"], s.get("data_fingerprint"), s.get("seed")]
+        else:
+            key = ["results", *(s.get(k) for k in RESULT_KEYS)]
+        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# The results that name a run's content when its summary has no weights digest (older runs).
+RESULT_KEYS = ("exp_name", "seed", "data", "data_fingerprint", "iterations", "test_err", "test_top5_err", "test_loss",
+               "final_val_err", "best_val_err", "best_val_iter", "params")
 
 
 @dataclass
@@ -100,23 +158,51 @@ def number(v: Any) -> float | None:
     return float(v)
 
 
-def read_eval_results(run_dir: Path) -> dict[str, dict[str, float | None]]:
-    """protocol -> {"err", "top5_err"} from `<run>/eval_*.json` (newest file wins per
-    protocol). A file may hold one result, a list, or {"all": [...]} as `eval` returns."""
-    out: dict[str, dict[str, float | None]] = {}
-    for path in sorted(run_dir.glob(EVAL_GLOB), key=lambda p: p.stat().st_mtime):
-        try:
-            d = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        items = d if isinstance(d, list) else d.get("all", [d]) if isinstance(d, dict) else []
-        for item in items:
-            if not isinstance(item, dict) or item.get("protocol") not in EVAL_PROTOCOLS:
+def _eval_items(path: Path) -> list[dict[str, Any]]:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    items = d if isinstance(d, list) else d.get("all", [d]) if isinstance(d, dict) else []
+    return [i for i in items if isinstance(i, dict)]
+
+
+def read_eval_results(run_dir: Path, summary: dict[str, Any] | None = None
+                      ) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """(protocol -> the record of the final weights' evaluation, notes on the others) from
+    `<run>/eval_*.json`. A record counts when it is of the run's final weights: the summary's
+    iteration of a complete run and, when both record one, the same weights digest. Held-out
+    (val) results never go beside the paper's val-set numbers."""
+    summary = summary or {}
+    final_iter = summary.get("iterations")
+    complete = summary.get("status", "complete") == "complete"
+    out: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
+    for path in sorted(run_dir.glob(EVAL_GLOB), key=lambda p: (p.stat().st_mtime, p.name)):
+        for item in _eval_items(path):
+            if item.get("protocol") not in EVAL_PROTOCOLS or item.get("split", "test") != "test":
                 continue
-            if item.get("split", "test") != "test" or number(item.get("err")) is None:
-                continue  # held-out (val) results do not go beside the paper's val-set numbers
-            out[item["protocol"]] = {"err": number(item["err"]), "top5_err": number(item.get("top5_err"))}
-    return out
+            if number(item.get("err")) is None:
+                continue
+            it, digest = item.get("iteration"), item.get("weights_digest")
+            if not isinstance(it, int):
+                why = "records no iteration (re-run `eval` to judge it)"
+            elif not complete:
+                why = f"iteration {it}, the run is {summary.get('status')}"
+            elif it != final_iter:
+                why = f"iteration {it}, not the final weights ({final_iter})"
+            elif digest and summary.get("weights_digest") and digest != summary["weights_digest"]:
+                why = "other weights than the run's final ones (digest differs)"
+            else:
+                why = None
+            if why:
+                notes.append(f"{path.name} ({item['protocol']}): {why}: not judged")
+                continue
+            out[item["protocol"]] = {"err": number(item["err"]), "top5_err": number(item.get("top5_err")),
+                                     "bn_stats": str(item.get("bn_stats") or "not recorded"),
+                                     "precision": str(item.get("precision") or "not recorded"),
+                                     "iteration": it, "file": path.name}
+    return out, notes
 
 
 def load_run(run_dir: Path) -> Run:
@@ -130,8 +216,9 @@ def load_run(run_dir: Path) -> Run:
         raise ReproError(f"{run_dir / 'summary.json'} is not a run summary (not a JSON object)")
     metrics = run_dir / "metrics.jsonl"
     rows = read_jsonl(metrics) if metrics.is_file() else []
-    return Run(str(run_dir), summary, rows, read_eval_results(run_dir), read_responses(run_dir),
-               config=_read_config(run_dir))
+    evals, stale = read_eval_results(run_dir, summary)
+    return Run(str(run_dir), summary, rows, evals, read_responses(run_dir), config=_read_config(run_dir),
+               stale_evals=stale)
 
 
 def _read_config(run_dir: Path) -> dict[str, Any] | None:

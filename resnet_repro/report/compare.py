@@ -5,12 +5,12 @@ the paper row (the rule itself is `resnet_repro.judge`, shared with W&B)."""
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from resnet_repro import judge
-from resnet_repro.report.collect import Run, number
+from resnet_repro.report.collect import Run, data_label, display_path, number
 
 PAPER_RECIPE = "paper"
 
@@ -18,12 +18,14 @@ PAPER_RECIPE = "paper"
 
 @dataclass
 class Group:
-    """The runs (seeds) of one experiment on one data set with one recipe."""
+    """The runs of one experiment on one data set with one recipe and one training precision.
+    Runs of the same seed (after folding copies) are one seed: n counts seeds."""
 
     exp: str
     data: str
     runs: list[Run]
-    recipe: judge.Recipe
+    recipe: judge.Recipe | None
+    precision: str = "not recorded"
 
     @property
     def arch(self) -> dict[str, Any]:
@@ -47,22 +49,79 @@ class Group:
         """Figure legends: "ResNet-56", "plain-20" (the architecture's depth)."""
         return f"{'ResNet' if self.residual else 'plain'}-{self.depth}"
 
+    @property
+    def facts(self) -> judge.Facts:
+        """The group's measured facts: the first run's, unless its runs disagree (then the
+        disagreeing field is not one value, and counts as not recorded)."""
+        fs = [r.facts for r in self.runs]
+        first = fs[0]
+        return judge.Facts(*(getattr(first, f) if all(getattr(x, f) == getattr(first, f) for x in fs) else None
+                             for f in first.__dataclass_fields__))
+
+    def seeds(self) -> dict[int, list[Run]]:
+        out: dict[int, list[Run]] = {}
+        for r in self.runs:
+            out.setdefault(r.seed, []).append(r)
+        return out
+
+    def per_seed(self, value: Callable[[Run], float | None]) -> list[float]:
+        """One number per seed: the mean over that seed's distinct runs (two runs of one seed,
+        e.g. on two machines, are not independent seeds)."""
+        out = []
+        for runs in self.seeds().values():
+            vals = [v for r in runs if (v := value(r)) is not None]
+            if vals:
+                out.append(statistics.fmean(vals))
+        return out
+
     def values(self, key: str) -> list[float]:
-        return [v for r in self.runs if (v := number(r.summary.get(key))) is not None]
+        return self.per_seed(lambda r: number(r.summary.get(key)))
 
     def iterations(self) -> str:
         its = sorted({r.summary.get("iterations") for r in self.runs if isinstance(r.summary.get("iterations"), int)})
         return "-" if not its else str(its[0]) if len(its) == 1 else f"{its[0]}-{its[-1]}"
 
+    def judgement(self, row: str, reference: judge.Recipe | None) -> judge.Judgement:
+        return judge.judgement(row, reference, self.recipe, self.facts)
+
+
+def fold_copies(runs: Iterable[Run]) -> tuple[list[Run], list[str]]:
+    """One run per content: runs of the same exp, data, recipe, seed and data fingerprint with
+    the same digest (a copied run dir, a re-run that reproduced it bit for bit) count once; the
+    first (by path) keeps the others in `also`. Returns (runs, one note per fold)."""
+    kept: dict[tuple, Run] = {}
+    for r in sorted(runs, key=lambda r: r.path):
+        key = (r.exp, r.data, r.recipe, r.seed, r.summary.get("data_fingerprint"), r.digest())
+        if key in kept:
+            kept[key].also.append(r.path)
+        else:
+            kept[key] = r
+    notes = [f"{r.exp} seed {r.seed}: {', '.join([display_path(r.path), *map(display_path, r.also)])} are one run "
+             f"(same content), counted once" for r in kept.values() if r.also]
+    return list(kept.values()), notes
+
+
+def same_seed_notes(groups: Sequence[Group]) -> list[str]:
+    """Different runs of one seed and recipe (e.g. two machines): kept, averaged as one seed."""
+    notes = []
+    for g in groups:
+        for seed, runs in sorted(g.seeds().items()):
+            if len(runs) > 1:
+                notes.append(f"{g.exp} seed {seed} ({data_label(g.data)}): {len(runs)} different runs "
+                             f"({', '.join(display_path(r.path) for r in runs)}), averaged as one seed")
+    return notes
+
 
 def group_runs(runs: Iterable[Run]) -> list[Group]:
-    """Group by (exp_name, data, recipe): the seeds of one recipe on one data set. Runs of one
-    exp name with another architecture, length or data size are another group, never pooled."""
-    groups: dict[tuple[str, str, judge.Recipe], list[Run]] = {}
+    """Group by (exp_name, data, recipe, precision): the seeds of one recipe on one data set.
+    Runs of one exp name with any other setting that changes what is learned are another
+    group, never pooled; nor are runs trained in different precisions."""
+    groups: dict[tuple[str, str, Any, str], list[Run]] = {}
     for r in runs:
-        groups.setdefault((r.exp, r.data, r.recipe), []).append(r)
-    ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], str(kv[0][2])))
-    return [Group(exp, data, sorted(rs, key=lambda r: (r.seed, r.path)), recipe) for (exp, data, recipe), rs in ordered]
+        groups.setdefault((r.exp, r.data, r.recipe, r.precision), []).append(r)
+    ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], str(kv[0][2]), kv[0][3]))
+    return [Group(exp, data, sorted(rs, key=lambda r: (r.seed, r.path)), recipe, prec)
+            for (exp, data, recipe, prec), rs in ordered]
 
 
 @dataclass(frozen=True)
@@ -85,16 +144,17 @@ def stats(values: Sequence[float]) -> Stats | None:
 
 
 def judge_group(row: str, g: Group, s: Stats | None, paper_value: float, n_paper: int,
-                sigma: float) -> tuple[str, float | None, str]:
-    """(verdict, band, recipe) of group `g` against paper row `row`: a verdict only for the
-    row's recipe (see resnet_repro/judge.py), else "not the paper's recipe: <what differs>"."""
-    diffs = judge.recipe_differences(row, g.recipe)
-    if diffs:
-        return judge.not_recipe(diffs), None, "; ".join(diffs)
-    if s is None:
-        return "", None, PAPER_RECIPE
+                sigma: float, reference: judge.Recipe | None) -> tuple[str, float | None, str]:
+    """(verdict, band, recipe) of group `g` against paper row `row`, whose recipe is
+    `reference`: a verdict only for the row's recipe on the paper's data (resnet_repro/judge.py);
+    "no verdict: <why>" for the recipe on the JPEG copy; else "not the paper's recipe: <what>"."""
+    j = g.judgement(row, reference)
+    if not j.follows:
+        return judge.not_recipe(j.differences), None, "; ".join(j.differences)
+    if j.no_verdict or s is None:
+        return judge.verdict_text(j, None, paper_value, None), None, PAPER_RECIPE
     half = judge.band(sigma, s.n, n_paper)
-    return judge.on_data(judge.verdict(s.mean, paper_value, half), g.data), half, PAPER_RECIPE
+    return judge.verdict(s.mean, paper_value, half), half, PAPER_RECIPE
 
 
 def _points(rows: Sequence[dict[str, Any]], key: str) -> dict[int, float]:

@@ -229,17 +229,19 @@ def figure_sections(cifar: Sequence[Group], imagenet: Sequence[Group], out: Path
     return Section(md), files
 
 
-def add_layer_responses(runs: Sequence[Run], device: str = "auto") -> list[str]:
-    """Run the Figure 7 analysis for local CIFAR runs without `layer_responses.json`;
-    returns one note per run that could not be analysed."""
+def add_layer_responses(runs: Sequence[Run], out: Path, device: str = "auto") -> list[str]:
+    """Run the Figure 7 analysis for local CIFAR runs without `layer_responses.json`, writing
+    each result under `out` (`<out>/layer_responses/<n>-<run name>.json`, never into the run
+    dir: the report only reads runs); returns one note per run that could not be analysed."""
     from resnet_repro.analyze import analyze_run
 
     notes = []
-    for r in runs:
+    for i, r in enumerate(runs):
         if r.responses is not None or not r.local or r.arch.get("family") != "cifar":
             continue
         try:
-            r.responses = analyze_run(r.path, device=device)
+            target = out / "layer_responses" / f"{i:03d}-{Path(r.path).name}.json"
+            r.responses = analyze_run(r.path, device=device, out=target)
         except ReproError as e:
             notes.append(f"- {display_path(r.path)}: not analysed: {e}")
     return notes
