@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import TINY, compose_config, write_image_folder, train_tiny as train
-from resnet_repro import engine, judge
+from resnet_repro import engine, judge, paper, recipes
 from resnet_repro.checkpoint import load_checkpoint, save_checkpoint
 from resnet_repro.data.build import load_cifar_splits
 from resnet_repro.paths import CONF_DIR
@@ -51,21 +50,20 @@ PAPER_EXPS = [e for e in EXPS if e.startswith(("cifar_resnet", "cifar_plain", "i
 
 
 @pytest.mark.parametrize("exp", PAPER_EXPS)
-def test_every_paper_exp_as_configured_is_the_recipe_the_report_judges(exp: str) -> None:
-    # The report (and W&B) give a verdict only to the table row's recipe: architecture,
-    # iterations, batch, schedule, warm-up, data and training-set size (resnet_repro/judge.py).
-    # Run as configured on the paper's data, every paper exp must be that recipe.
+def test_a_run_of_each_paper_exp_as_configured_on_the_papers_data_gets_the_papers_line(exp: str) -> None:
+    # What training hands W&B: the exp's typed settings and the sizes of the data it loaded,
+    # judged against the row's recipe (the same exp, composed by recipes.py).
     s = run_settings(compose_config([f"+exp={exp}", "data.root=/data"]))
-    family = s.model.arch.family
-    n_train, n_test, classes = (50_000, 10_000, 10) if family == "cifar" else (1_281_167, 50_000, 1000)
+    cifar = s.model.arch.family == "cifar"
+    n_train, n_test, classes = (50_000, 10_000, 10) if cifar else (1_281_167, 50_000, 1000)
     sizes = {"train": n_train - s.data.val_size, "val": s.data.val_size, "test": n_test}
-    arch = replace(s.model.arch, num_classes=classes).as_dict()
-    config = {**s.config, "num_classes": classes}
-    assert judge.recipe_differences(exp, judge.planned_recipe(config, arch, sizes)) == []
-    if family == "cifar":
-        assert s.model.bn_group_size == 64  # §4.2: batch 128 over two GPUs
-    else:
-        assert s.model.bn_group_size == 32  # the released models: 256 over 8 GPUs
+    facts = judge.planned_facts(s.data.name, classes, sizes, s.trainer.max_iters)
+    ref = judge.paper_reference(exp, recipes.reference(exp), judge.recipe(s), facts)
+    assert ref == ({"paper/test_err": judge.paper_value(exp)[1]} if exp in paper.TABLE6_ERROR
+                   else {"paper/ten_crop_err": judge.paper_value(exp)[1]} if judge.paper_value(exp) else {})
+    # 1000 fewer training images (a partial copy of the data) loses the line
+    short = judge.planned_facts(s.data.name, classes, {**sizes, "train": sizes["train"] - 1000}, s.trainer.max_iters)
+    assert judge.paper_reference(exp, recipes.reference(exp), judge.recipe(s), short) == {}
 
 
 def test_cifar_recipe_learning_rate_by_iteration() -> None:
