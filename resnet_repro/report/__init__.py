@@ -2,9 +2,11 @@
 
 Reads every run under the given directories (a run dir is one with `summary.json`; a dir with
 `metrics.jsonl` or a checkpoint but no summary is an unfinished run, listed as incomplete),
-groups the runs by experiment name, data set and recipe (architecture, length, schedule, data
-sizes: runs of different recipes are never averaged together), and writes into `--out`
-(default `./report`: the run directories are only read, never written):
+folds copies of one run into one (same content: recipe, seed, data fingerprint, weights digest),
+groups the runs by experiment name, data set, recipe (every setting that changes what is
+learned: resnet_repro/judge.py) and training precision (never averaged across), counts seeds
+(two runs of one seed are one seed), and writes into `--out` (default `./report`: the run
+directories are only read, never written):
 
   report.md            Table 6 (CIFAR-10), plain nets, Tables 2/3/4 (ImageNet), figures, runs
   results.csv          every table row, one metric per line
@@ -15,7 +17,8 @@ sizes: runs of different recipes are never averaged together), and writes into `
   peers.json           with --peers DIR: public weights evaluated on the runs' CIFAR-10 data sets
 
 Ours = mean ± sample std (n-1) over seeds, with the best run and n. A row gets a verdict only
-when its runs followed the paper row's recipe, else "not the paper's recipe: <what differs>".
+when its runs followed the paper row's recipe (its exp with no overrides) on the paper's data,
+else "not the paper's recipe: <each difference>"; on the JPEG copy, the gap and "no verdict".
 The verdict compares our mean of n runs with the paper's number (a mean of n_paper runs) within
 band = 2 * sigma * sqrt(1/n + 1/n_paper): "reproduced", "better than the paper" (below the
 band) or "worse than the paper" (above). The rule and the arithmetic: resnet_repro/judge.py.
