@@ -292,3 +292,34 @@ def test_akamaster_resnet20_through_our_eval_gives_their_models_logits_and_error
     r = evaluate_checkpoint(str(path), data_root=str(folder), device="cpu")
     assert r["n"] == len(y) and r["precision"] == "fp32"
     assert r["err"] == pytest.approx(100 * (exact.argmax(1) != y).double().mean().item())
+
+
+@pytest.mark.skipif(not (AKAMASTER.is_dir() and SHARED_CIFAR.is_file()),
+                    reason="needs ../shared/weights/akamaster and ../shared/data/cifar10-jpeg.tar.gz")
+def test_report_peers_puts_their_error_on_the_runs_own_data_beside_ours_as_context(tmp_path: Path) -> None:
+    import json
+
+    from omegaconf import OmegaConf
+
+    from resnet_repro.evaluate import evaluate_checkpoint
+    from resnet_repro.report import build_report
+
+    folder = _jpeg_folder(tmp_path / "cifar", per_class=5)
+    run = tmp_path / "runs" / "r20"
+    run.mkdir(parents=True)
+    config = compose_config(["+exp=cifar_resnet20", "data=cifar10_folder", f"data.root={folder}"])
+    OmegaConf.save(config, run / "config.yaml", resolve=True)
+    summary = {"exp_name": "cifar_resnet20", "seed": 0, "test_err": 19.5, "data": "cifar10_folder",
+               "iterations": 64000, "status": "complete", "train_size": 50000, "test_size": 10000, "num_classes": 10,
+               "train_precision": "bf16", "arch": {"family": "cifar", "depth": 20, "residual": True, "shortcut": "A",
+                                                   "bottleneck_stride": "1x1", "num_classes": 10}}
+    (run / "summary.json").write_text(json.dumps(summary))
+    rep = build_report([tmp_path / "runs"], out=tmp_path / "out", peers=AKAMASTER, device="cpu")
+    measured = {m["model"]: m for m in json.loads((tmp_path / "out" / "peers.json").read_text())}
+    assert set(measured) == {f"cifar_resnet{d}" for d in (20, 32, 44, 56)}
+    (path,) = AKAMASTER.glob("resnet20-*.th")
+    assert measured["cifar_resnet20"]["err"] == pytest.approx(
+        evaluate_checkpoint(str(path), data_root=str(folder), device="cpu")["err"])
+    row = next(ln for ln in rep.markdown.splitlines() if ln.startswith("| cifar_resnet20 ") and "JPEG copy" in ln)
+    assert f"akamaster {measured['cifar_resnet20']['err']:.2f}" in row and "no verdict" in row and "| bf16 |" in row
+    assert "measured here on 50 test images" in rep.markdown
