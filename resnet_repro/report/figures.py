@@ -73,7 +73,10 @@ def _integer_ticks(axis: Any) -> None:
 
 
 def _legend_outside(ax: Any) -> None:
-    """The legend to the right of the axes (constrained layout makes room): never over a point."""
+    """The legend to the right of the axes (constrained layout makes room): never over a point.
+    A panel with no curves (e.g. no plain nets yet) gets none."""
+    if not ax.get_legend_handles_labels()[0]:
+        return
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8)
 
 
