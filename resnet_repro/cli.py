@@ -26,6 +26,7 @@ commands:
   bench    training throughput and peak memory, configured run vs a naive baseline:
            python -m resnet_repro bench +exp=cifar_resnet110 [bench.iters=N] [bench.json=FILE]
   report   runs beside the paper's tables and figures: python -m resnet_repro report <run or sweep dir>...
+  status   where each run stands (done, running, paused, killed, failed): python -m resnet_repro status <dir>...
   analyze  Figure 7 layer responses of CIFAR runs: python -m resnet_repro analyze <run dir>...
 
 `python -m resnet_repro <command> --help` shows the command's options.
@@ -58,6 +59,12 @@ def _cmd_report(argv: list[str]) -> int:
     return cli_main(argv)
 
 
+def _cmd_status(argv: list[str]) -> int:
+    from resnet_repro.runstate import cli_main
+
+    return cli_main(argv)
+
+
 def _cmd_analyze(argv: list[str]) -> int:
     from resnet_repro.analyze import cli_main
 
@@ -86,6 +93,39 @@ def check_group_overrides(argv: list[str]) -> None:
                 raise ReproError(f"unknown {group} {value!r}; choose from: {', '.join(options)}")
 
 
+_LAUNCHER_PLUGINS = {"joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
+                     "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+                     "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher")}
+
+
+def check_launcher(argv: list[str]) -> None:
+    """`hydra/launcher=joblib` without the plugin: one line saying what to install."""
+    import importlib.util
+
+    for arg in argv:
+        key, _, value = arg.lstrip("+").partition("=")
+        if key == "hydra/launcher" and value in _LAUNCHER_PLUGINS:
+            module, package = _LAUNCHER_PLUGINS[value]
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except ImportError:
+                found = False
+            if not found:
+                raise ReproError(f"hydra/launcher={value} needs Hydra's {value} launcher plugin: pip install {package}")
+
+
+def check_dir_overrides(argv: list[str]) -> None:
+    """An empty `hydra.run.dir=` would train into the current directory: refused."""
+    for arg in argv:
+        key, eq, value = arg.lstrip("+").partition("=")
+        if eq and key in ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir") and not value.strip(" '\""):
+            raise ReproError(f"{key} is empty; name a directory, or leave it out for the default")
+
+
+# `bench` times; it writes no run dir (nor Hydra's .hydra/ record): always last, so they win.
+BENCH_OVERRIDES = ["hydra.run.dir=.", "hydra.output_subdir=null"]
+
+
 def resume_overrides(argv: list[str]) -> list[str]:
     """`train resume=<dir> data.cache_dir=...`: the run continues with its saved config, which
     may hold keys the default composition lacks (a data source's own settings). Hydra would
@@ -110,6 +150,8 @@ def _hydra_command(module: str, config_name: str) -> Callable[[list[str]], int]:
         if not CONF_DIR.is_dir():
             raise ReproError(f"config directory {CONF_DIR} not found (install with `pip install -e .`)")
         check_group_overrides(argv)
+        check_launcher(argv)
+        check_dir_overrides(argv)
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
@@ -117,12 +159,14 @@ def _hydra_command(module: str, config_name: str) -> Callable[[list[str]], int]:
 
         if module == "resnet_repro.train":
             argv = resume_overrides(argv)
+        if module == "resnet_repro.bench":
+            argv = argv + BENCH_OVERRIDES
         saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
         sys.argv = [f"{saved_argv[0]} {module.rsplit('.', 1)[-1]}"] + argv
         # Let composition errors reach us as exceptions, to print them as one line.
         os.environ["HYDRA_FULL_ERROR"] = "1"
         try:
-            hydra_entry.run(module, config_name)  # imports `module` (torch) only to run its task
+            return hydra_entry.run(module, config_name)  # imports `module` (torch) only to run its task
         except (HydraException, OmegaConfBaseException) as e:
             raise ReproError(one_line(e)) from None
         finally:
@@ -131,7 +175,6 @@ def _hydra_command(module: str, config_name: str) -> Callable[[list[str]], int]:
                 os.environ.pop("HYDRA_FULL_ERROR", None)
             else:
                 os.environ["HYDRA_FULL_ERROR"] = saved_env
-        return 0
 
     return run
 
@@ -142,6 +185,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "bench": _hydra_command("resnet_repro.bench", "config"),
     "models": _cmd_models,
     "report": _cmd_report,
+    "status": _cmd_status,
     "analyze": _cmd_analyze,
 }
 

@@ -4,6 +4,8 @@
   however it exits (kill -9 included), so a dead run never blocks its directory.
 - `resume_checkpoint`: `checkpoints/last.pt`, or `checkpoints/prev.pt` when the last one is
   torn or corrupt; never a broken state, and never a silent fresh start over a broken one.
+- `results_signature` / `undo_refused`: a refused command (one that changed no result) leaves
+  the file system as it found it: it removes only what it created, never a dir that existed.
 """
 
 from __future__ import annotations
@@ -11,11 +13,16 @@ from __future__ import annotations
 import fcntl
 import glob
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
 
 from resnet_repro.errors import CheckpointError, ReproError
+
+
+class RunDirInUse(ReproError):
+    """Another process holds the run dir's lock."""
 
 
 class RunLock:
@@ -33,7 +40,7 @@ class RunLock:
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise ReproError(
+            raise RunDirInUse(
                 f"run dir {self.path.parent} is in use by process {holder}; wait for it to finish, "
                 "or choose another hydra.run.dir"
             ) from None
@@ -96,3 +103,43 @@ def write_text_atomic(path: Path, text: str) -> None:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise ReproError(f"could not write {path}: {e.strerror or e}") from None
+
+
+RESULT_FILES = ("metrics.jsonl", "summary.json", "checkpoints/last.pt", "checkpoints/prev.pt")
+
+
+def results_signature(run_dir: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime) of a run's results: a command that changed none of them trained nothing."""
+    sig = {}
+    for rel in RESULT_FILES:
+        try:
+            st = (run_dir / rel).stat()
+        except OSError:
+            continue
+        sig[rel] = (st.st_size, st.st_mtime_ns)
+    return sig
+
+
+def undo_refused(run_dir: Path, existed: bool, entries: frozenset[str], created_top: Path | None) -> None:
+    """Remove what a refused command created in and above `run_dir`: the entries it added (its
+    `.hydra/` record, config.yaml, `.lock`, an empty `checkpoints/`), then the dir and the parents
+    it created, each only if empty. A dir that existed before keeps its entries."""
+    if run_dir.is_dir():
+        for p in run_dir.iterdir():
+            if p.name in entries:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+    if existed or created_top is None:
+        return
+    d = run_dir
+    while True:
+        try:
+            d.rmdir()  # only if empty: another process's files stay
+        except OSError:
+            return
+        if d == created_top or d.parent == d:
+            return
+        d = d.parent

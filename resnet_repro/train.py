@@ -14,7 +14,6 @@ Run directory (Hydra's output dir), named after the network trained:
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,15 @@ from resnet_repro.errors import CheckpointError, ReproError
 from resnet_repro.loop import Trainer
 from resnet_repro.pretrained import check_weights_norm
 from resnet_repro.resume import reconcile_resume
-from resnet_repro.rundir import RunLock, remove_stale_temp_files, write_text_atomic
+from resnet_repro.rundir import (
+    RunDirInUse,
+    RunLock,
+    remove_stale_temp_files,
+    results_signature,
+    undo_refused,
+    write_text_atomic,
+)
+from resnet_repro.runstate import FAILED_FILE
 from resnet_repro.policy import resolve_device
 from resnet_repro.settings import RunSettings, per_process_batch_checked, run_settings
 
@@ -41,29 +48,94 @@ CONFIG_FILE = "config.yaml"
 
 
 def _task(cfg: DictConfig) -> None:
+    """One run (`train ...`) or one job of a sweep (`train -m ...`).
+
+    A refused command (bad input: it changed no result) exits 2 and leaves the file system as it
+    found it. An attempt that trained and then failed (divergence, a full disk) keeps everything
+    and writes failed.json (its reason and iteration) beside its results. In a sweep, a failed or
+    refused job is recorded in its dir (failed.json) and the sweep goes on to the next job; the
+    end-of-sweep lines (hydra_entry.end_of_sweep) list it and the exit code is 1.
+    """
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from resnet_repro import hydra_entry
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
-    fresh = _is_fresh(run_dir)
+    sweep = hc.mode == RunMode.MULTIRUN
+    before = hydra_entry.before(run_dir) or hydra_entry.snapshot(run_dir)  # sweeps: as Hydra left it
+    results = results_signature(run_dir)
     try:
+        cfg = _with_job_device(cfg, hc.job.num if sweep else None)
         train_from_config(cfg, run_dir, list(hc.overrides.task))
-    except ReproError as e:
-        if fresh and _is_fresh(run_dir, after_failure=True):
-            shutil.rmtree(run_dir, ignore_errors=True)  # a refused command leaves nothing behind
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        (run_dir / FAILED_FILE).unlink(missing_ok=True)  # an earlier attempt's failure is history now
+    except SystemExit as e:
+        if sweep and e.code in (0, None):
+            return  # a job that paused (trainer.max_time / pause_at): the sweep goes on
+        raise
+    except Exception as e:
+        if not isinstance(e, ReproError) and not sweep:
+            raise  # a bug: its traceback
+        if not isinstance(e, ReproError):
+            import traceback
+
+            traceback.print_exc()
+        reason = str(e) if isinstance(e, ReproError) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        trained = results_signature(run_dir) != results
+        if isinstance(e, RunDirInUse):
+            pass  # the other process's dir: nothing of ours to record or undo
+        elif sweep or trained:
+            _record_failure(run_dir, reason)
+        else:
+            undo_refused(run_dir, before.existed, before.entries, before.created_top)
+        print(f"error: {reason}", file=sys.stderr)
+        if not sweep:
+            raise SystemExit(2) from None
 
 
-def _is_fresh(run_dir: Path, after_failure: bool = False) -> bool:
-    """Hydra creates the run dir (and its `.hydra/` record) before the task runs. It is ours to
-    remove after a refusal if it held nothing else before, and the failed command wrote no
-    result in it (no checkpoint, summary or metrics rows: a diverged run keeps its curve)."""
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def job_device(device: str, job_num: int | None, gpus: int) -> str:
+    """The device a sweep job trains on: job k on cuda:(k mod n) when the user left
+    trainer.device=auto and there are GPUs (so parallel jobs of the joblib launcher do not all
+    pile onto GPU 0; one GPU: they share it); the user's setting otherwise."""
+    if device != "auto" or job_num is None or gpus < 1:
+        return device
+    return f"cuda:{job_num % gpus}"
+
+
+def _with_job_device(cfg: DictConfig, job_num: int | None) -> DictConfig:
+    """trainer.device for this job (job_device); torchrun picks each process's GPU itself."""
+    device = OmegaConf.select(cfg, "trainer.device")
+    if job_num is None or device != "auto" or world_from_env().distributed:
+        return cfg
+    chosen = job_device(device, job_num, _gpu_count())
+    if chosen != device:
+        cfg = cfg.copy()
+        OmegaConf.update(cfg, "trainer.device", chosen)
+    return cfg
+
+
+def _record_failure(run_dir: Path, reason: str) -> None:
+    """failed.json: why the last attempt on this run dir ended, and at which checkpoint."""
+    import datetime as dt
+    import json
+
+    from resnet_repro.runstate import checkpoint_iteration
+
     if not run_dir.is_dir():
-        return not after_failure
-    ours = {".hydra", CONFIG_FILE, ".lock"} if after_failure else {".hydra"}
-    return all(p.name in ours or (after_failure and p.name == "checkpoints" and not any(p.iterdir()))
-               for p in run_dir.iterdir())
+        return
+    record = {"status": "failed", "reason": reason, "iteration": checkpoint_iteration(run_dir),
+              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    try:
+        write_text_atomic(run_dir / FAILED_FILE, json.dumps(record, indent=1) + "\n")
+    except ReproError:
+        pass  # an unwritable dir: the error line says what happened
 
 
 # --------------------------------------------------------------------------------------------

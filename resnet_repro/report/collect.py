@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from resnet_repro import judge, paper
 from resnet_repro.errors import ReproError
 from resnet_repro.loggers import read_jsonl
+from resnet_repro.runstate import FAILED_FILE
 
 # The ImageNet tables' protocols (§3.4): 10-crop for Tables 2 and 3, multi-scale for Table 4.
 # `eval` writes `<run>/eval_<protocol>.json` for the final weights ({"protocol", "err": top-1 %,
@@ -243,8 +244,11 @@ def _incomplete(run_dir: Path) -> Incomplete:
         pass
     metrics = run_dir / "metrics.jsonl"
     iters = [r["iter"] for r in read_jsonl(metrics) if isinstance(r.get("iter"), int)] if metrics.is_file() else []
+    from resnet_repro.runstate import run_state  # the same states as `status` (issue 21)
+
+    st = run_state(run_dir)
     return Incomplete(str(run_dir), exp, max(iters) if iters else None,
-                      f"no summary.json (still running, or stopped): `train resume={run_dir}` continues it")
+                      st.short() + (f": `train resume={run_dir}` continues it" if st.state in ("paused", "killed") else ""))
 
 
 SKIP_DIRS = {".hydra", "checkpoints", "wandb", "__pycache__", ".git"}
@@ -275,7 +279,7 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Incomplete]]
                 else:
                     runs.append(run)
                 dirnames[:] = []
-            elif "metrics.jsonl" in names or (d / "checkpoints" / "last.pt").is_file():
+            elif names & {"metrics.jsonl", FAILED_FILE} or (d / "checkpoints" / "last.pt").is_file():
                 incomplete.append(_incomplete(d))
                 dirnames[:] = []
             else:
