@@ -50,7 +50,7 @@ print("torch" in sys.modules, file=sys.stderr)
 """
 
 
-@pytest.mark.parametrize("command", ["", "train", "eval", "bench", "models", "report", "analyze"])
+@pytest.mark.parametrize("command", ["", "train", "eval", "bench", "models", "report", "analyze", "status"])
 def test_help_does_not_import_torch(command: str) -> None:
     # torch's import is most of a command's start-up: --help has no use for it.
     argv = [command, "--help"] if command else ["--help"]

@@ -36,8 +36,8 @@ def test_cli_multirun_gives_one_run_dir_per_job(tmp_path: Path) -> None:
     r = cli("train", "-m", *TINY, "trainer.max_iters=2", "seed=0,1", f"hydra.sweep.dir={tmp_path}")
     assert r.returncode == 0, r.stderr
     summaries = sorted(tmp_path.glob("*/summary.json"))
-    # TINY trains depth 8: the jobs are named after the network they train.
-    assert [p.parent.name for p in summaries] == ["0-cifar_resnet8-seed0", "1-cifar_resnet8-seed1"]
+    # TINY trains depth 8: the jobs are named after the network they train, and their seed.
+    assert [p.parent.name.split("-")[:2] for p in summaries] == [["cifar_resnet8", "seed0"], ["cifar_resnet8", "seed1"]]
     assert [json.loads(p.read_text())["seed"] for p in summaries] == [0, 1]
 
 
@@ -235,6 +235,34 @@ def test_a_refused_command_leaves_no_run_dir(tmp_path: Path, case: list[str]) ->
     assert not run.exists()
     r = cli("train", f"resume={tmp_path / 'nope'}")
     assert r.returncode == 2 and not (tmp_path / "nope").exists()
+
+
+def _listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("case", ["resume_empty_dir", "existing_empty_run_dir", "new_nested_run_dir", "empty_run_dir"])
+def test_a_refused_command_leaves_the_file_system_as_it_was(tmp_path: Path, case: str) -> None:
+    work = tmp_path / "work"
+    (work / "empty").mkdir(parents=True)
+    (work / "runs").mkdir()
+    args = {
+        "resume_empty_dir": ["train", "resume=empty"],
+        "existing_empty_run_dir": ["train", *TINY, "trainer.max_iters=-1", "hydra.run.dir=empty"],
+        "new_nested_run_dir": ["train", *TINY, "trainer.max_iters=-1", "hydra.run.dir=a/x/y"],
+        "empty_run_dir": ["train", *TINY, "hydra.run.dir="],
+    }[case]
+    before = _listing(work)
+    r = cli(*args, cwd=work)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert _listing(work) == before
+
+
+def test_bench_writes_no_run_dir(tmp_path: Path) -> None:
+    r = cli("bench", *TINY, "bench.iters=1", "bench.warmup=0", "bench.baseline=false", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "images/s" in r.stdout
+    assert _listing(tmp_path) == []
 
 
 def test_a_run_dir_holds_no_empty_log_file(tmp_path: Path) -> None:

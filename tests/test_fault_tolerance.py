@@ -185,6 +185,30 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
+def test_a_run_that_fails_after_training_records_why_and_keeps_its_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import resnet_repro.engine as engine
+    from resnet_repro.cli import main
+    from resnet_repro.runstate import run_state
+
+    real, calls = engine.F.cross_entropy, {"n": 0}
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if calls["n"] == 7 else loss  # the 7th training step
+
+    monkeypatch.setattr(engine.F, "cross_entropy", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as stop:
+        main(["train", *LONG, f"hydra.run.dir={run}"])
+    assert stop.value.code == 2
+    assert (run / "metrics.jsonl").is_file() and (run / "checkpoints" / "last.pt").is_file()  # nothing removed
+    st = run_state(run)
+    assert (st.state, st.iteration) == ("failed", 4) and "nan/inf at iteration 7" in st.short()
+
+
 def test_skipped_steps_allowance_skips_nan_steps_then_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import resnet_repro.engine as engine
 
