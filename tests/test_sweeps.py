@@ -38,7 +38,8 @@ def test_a_sweep_is_named_after_its_exp_and_unswept_overrides_not_the_clock() ->
     assert sweep_name(["+exp=cifar_resnet20", "data=cifar10_folder", "seed=0,1,2,3"]) == name
     assert sweep_name(["+exp=cifar_resnet20", "data=cifar10_folder", "seed=0"]) == name
     assert sweep_name(["seed=0,1,2", "data=cifar10_folder", "+exp=cifar_resnet20", "trainer.max_iters=80000",
-                       "data.root=/elsewhere", "trainer.device=cuda:1", "logger=none"]) == name
+                       "data.root=/elsewhere", "trainer.device=cuda:1", "logger=none",
+                       "+trainer.max_time=01:00:00"]) == name
     # Another recipe or exp: another sweep.
     assert sweep_name([*base, "optim.weight_decay=0.0005"]) != name
     assert sweep_name(["+exp=cifar_resnet32", "data=cifar10_folder", "seed=0,1,2"]) != name
