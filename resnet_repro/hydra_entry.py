@@ -80,15 +80,11 @@ def _parsed(overrides: Any) -> list[Any]:
     return OverridesParser.create().parse_overrides([str(o) for o in overrides])
 
 
-# Budgets of one session (issue 19): a re-run with another budget continues the same runs.
-SESSION_KEYS = ("trainer.max_time", "trainer.pause_at")
-
-
 def _names_a_run(key: str) -> bool:
     from resnet_repro.resume import RESUMABLE_KEYS
 
     return not (key == "exp" or key.startswith("hydra.") or key.startswith("hydra/")
-                or any(key == k or key.startswith(k + ".") for k in (*RESUMABLE_KEYS, *SESSION_KEYS)))
+                or any(key == k or key.startswith(k + ".") for k in RESUMABLE_KEYS))
 
 
 def _item(o: Any) -> str:

@@ -207,6 +207,20 @@ def test_adding_a_seed_reuses_the_finished_runs_and_a_failing_job_leaves_the_oth
 
 
 @pytest.mark.slow
+def test_a_paused_sweep_resumes_every_job_when_rerun(tmp_path: Path) -> None:
+    short = [*SWEEP, "trainer.max_iters=4", "trainer.eval_every=4", "seed=0,1"]
+    r = cli(*short, "trainer.pause_at=2", cwd=tmp_path)  # a budget of 2 iterations per job (issue 19)
+    assert r.returncode == 0, r.stderr
+    ends = [ln.split(": ", 1)[1] for ln in r.stdout.splitlines() if ln.startswith("  ")]
+    assert len(ends) == 2 and all(e.startswith("paused at iteration 2 of 4, ") and "images/s" in e for e in ends)
+    jobs = _jobs(tmp_path)
+    r = cli(*short, cwd=tmp_path)  # the same sweep, no budget: both continue from iteration 2
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("from iteration 2") == 2 and _jobs(tmp_path) == jobs
+    assert all(run_state(tmp_path / j).short().startswith("done (test error") for j in jobs)
+
+
+@pytest.mark.slow
 def test_a_joblib_sweep_runs_its_jobs_into_the_same_dirs_as_the_basic_launcher(tmp_path: Path) -> None:
     short = [*SWEEP, "trainer.max_iters=2", "trainer.eval_every=2", "seed=0,1"]
     r = cli(*short, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", cwd=tmp_path)
