@@ -233,6 +233,14 @@ def end_of_sweep(sweep_dir: Path) -> int:
     return 1 if failed else 0
 
 
+def stop_sweep(reason: str) -> None:
+    """End this sweep before the current job (its time budget is spent): no further job starts,
+    the end-of-sweep lines still come, and the exit code is 0 unless a job failed."""
+    print(reason, file=sys.stderr)
+    _SWEEP["stopped"] = reason
+    raise SystemExit(0)
+
+
 def run(module: str, config_name: str) -> int:
     """Hydra's main for `module`'s `_task(cfg)`, imported lazily. The exit code: 0, or 1 when a
     sweep job failed (the sweep runs every job; each failed one is recorded in its dir)."""
@@ -244,7 +252,11 @@ def run(module: str, config_name: str) -> int:
     task.__module__ = module  # Hydra names the job (and its .log file) after this module
     register_resolvers()
     _SWEEP.clear()
-    hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task)()
+    try:
+        hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task)()
+    except SystemExit:
+        if "stopped" not in _SWEEP:
+            raise
     if "dir" in _SWEEP and module == "resnet_repro.train" and Path(_SWEEP["dir"]).is_dir():
         return end_of_sweep(Path(_SWEEP["dir"]))
     return 0

@@ -66,6 +66,10 @@ def _task(cfg: DictConfig) -> None:
     sweep = hc.mode == RunMode.MULTIRUN
     before = hydra_entry.before(run_dir) or hydra_entry.snapshot(run_dir)  # sweeps: as Hydra left it
     results = results_signature(run_dir)
+    if sweep and _budget_spent(cfg):
+        if before.entries <= {".hydra"}:  # Hydra's empty dir for a job that never started
+            undo_refused(run_dir, False, frozenset(), run_dir)
+        hydra_entry.stop_sweep("trainer.max_time is spent: no further job of this sweep starts")
     try:
         cfg = _with_job_device(cfg, hc.job.num if sweep else None)
         train_from_config(cfg, run_dir, list(hc.overrides.task))
@@ -92,6 +96,12 @@ def _task(cfg: DictConfig) -> None:
         print(f"error: {reason}", file=sys.stderr)
         if not sweep:
             raise SystemExit(2) from None
+
+
+def _budget_spent(cfg: DictConfig) -> bool:
+    """trainer.max_time at 0 or less: a sweep's deadline (`${until:<unix time>}`) has passed."""
+    v = OmegaConf.select(cfg, "trainer.max_time")
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0
 
 
 def _gpu_count() -> int:

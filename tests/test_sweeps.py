@@ -214,6 +214,10 @@ def test_a_paused_sweep_resumes_every_job_when_rerun(tmp_path: Path) -> None:
     ends = [ln.split(": ", 1)[1] for ln in r.stdout.splitlines() if ln.startswith("  ")]
     assert len(ends) == 2 and all(e.startswith("paused at iteration 2 of 4, ") and "images/s" in e for e in ends)
     jobs = _jobs(tmp_path)
+    # A deadline already past (the GPU lease's `${until:...}`): no job starts, none is failed.
+    r = cli(*short, f"trainer.max_time=${{until:{int(time.time()) - 5}}}", cwd=tmp_path)
+    assert r.returncode == 0 and "no further job of this sweep starts" in r.stderr, r.stderr
+    assert [run_state(tmp_path / j).state for j in jobs] == ["paused", "paused"] and _jobs(tmp_path) == jobs
     r = cli(*short, cwd=tmp_path)  # the same sweep, no budget: both continue from iteration 2
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("from iteration 2") == 2 and _jobs(tmp_path) == jobs
