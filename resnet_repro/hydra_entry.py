@@ -225,7 +225,7 @@ def end_of_sweep(sweep_dir: Path) -> int:
         return 0
     print(f"sweep {sweep_dir}: {len(states)} job(s)")
     for st in states:
-        print(f"  {st.path.name}: {st.short()}")
+        print(f"  {st.path.name}: {st.short(complete='done')}")
     failed = [st for st in states if st.state == "failed"]
     if failed:
         print(f"{len(failed)} job(s) failed; fix the cause and re-run the same command: finished jobs are kept",

@@ -1,7 +1,7 @@
 """Where a run stands, from its directory alone: `status`, the end-of-sweep lines and `report`
 read it here, so they agree.
 
-  done      summary.json says complete and the checkpoint is at its iteration
+  complete  summary.json says complete and the checkpoint is at its iteration
   running   a process holds the run's lock (`.lock`, an flock; its pid is in the file)
   paused    summary.json says paused (trainer.max_time / trainer.pause_at) at the checkpoint's iteration
   killed    a checkpoint and no current summary, nobody holding the lock: re-run to continue
@@ -41,12 +41,13 @@ class RunState:
     images_per_s: float | None = None
     seconds_left: float | None = None
 
-    def short(self) -> str:
-        """`done (test error 7.12%)`, `running (pid 123) at iteration 400 of 64000, ...`."""
+    def short(self, complete: str = "complete") -> str:
+        """`complete (test error 7.12%, ...)` (`done` in the end-of-sweep lines),
+        `running (pid 123) at iteration 400 of 64000, ...`."""
         of = f" of {self.max_iters}" if self.max_iters else ""
         if self.state == "complete":
             err = f"test error {self.test_err:.2f}%" if isinstance(self.test_err, (int, float)) else "no test error"
-            return f"done ({err}, {self.iteration} iterations)"
+            return f"{complete} ({err}, {self.iteration} iterations)"
         if self.state == "failed":
             at = f" at iteration {self.iteration}" if self.iteration is not None else ""
             return f"failed{at} ({self.reason})"
@@ -213,7 +214,7 @@ def cli_main(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m resnet_repro status",
-        description="Where each run stands: done (test error), running (the lock's pid), paused or killed at "
+        description="Where each run stands: complete (test error), running (the lock's pid), paused or killed at "
         "iteration N (its last checkpoint), or failed (the reason); unfinished runs with their images/s and "
         "the time left at that rate. Reads only.",
     )
@@ -227,7 +228,7 @@ def cli_main(argv: list[str]) -> int:
         st = run_state(d)
         counts[st.state] = counts.get(st.state, 0) + 1
         print(f"{_display(d)}: {st.short()}")
-    print(f"{len(dirs)} run(s): " + ", ".join(f"{n} {'done' if k == 'complete' else k}" for k, n in sorted(counts.items())))
+    print(f"{len(dirs)} run(s): " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
     return 0
 
 

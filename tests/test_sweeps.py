@@ -81,7 +81,7 @@ def test_status_tells_done_paused_killed_failed_and_running_apart(tmp_path: Path
     killed = _fake_run(tmp_path / "killed", ckpt=6000, summary={"status": "paused", "iterations": 4000})
     failed = _fake_run(tmp_path / "failed", ckpt=6000)
     (failed / FAILED_FILE).write_text(json.dumps({"reason": "training diverged", "iteration": 6000}))
-    assert run_state(done).short() == "done (test error 7.50%, 64000 iterations)"
+    assert run_state(done).short() == "complete (test error 7.50%, 64000 iterations)"
     # 60000 iterations of 128 images at 1280 images/s: 6000 s.
     assert run_state(paused).short() == "paused at iteration 4000 of 64000, 1280 images/s, 1:40 left at that rate"
     assert run_state(killed).short().startswith("killed at iteration 6000 of 64000 (last checkpoint)")
@@ -103,10 +103,10 @@ def test_status_command_lists_every_run_under_a_dir(tmp_path: Path, capsys: pyte
     _fake_run(tmp_path / "sweep" / "b", ckpt=2000)
     assert cli_module.main(["status", str(tmp_path / "sweep")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].endswith("a: done (test error 7.50%, 64000 iterations)")
+    assert lines[0].endswith("a: complete (test error 7.50%, 64000 iterations)")
     # 62000 iterations of 128 images at 1280 images/s: 6200 s, 1 h 43 min.
     assert lines[1].endswith("b: killed at iteration 2000 of 64000 (last checkpoint), 1280 images/s, 1:43 left at that rate")
-    assert lines[2] == "2 run(s): 1 done, 1 killed"
+    assert lines[2] == "2 run(s): 1 complete, 1 killed"
     assert cli_module.main(["status", str(tmp_path / "nope")]) == 2
 
 
@@ -221,7 +221,7 @@ def test_a_paused_sweep_resumes_every_job_when_rerun(tmp_path: Path) -> None:
     r = cli(*short, cwd=tmp_path)  # the same sweep, no budget: both continue from iteration 2
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("from iteration 2") == 2 and _jobs(tmp_path) == jobs
-    assert all(run_state(tmp_path / j).short().startswith("done (test error") for j in jobs)
+    assert all(run_state(tmp_path / j).short().startswith("complete (test error") for j in jobs)
 
 
 @pytest.mark.slow
