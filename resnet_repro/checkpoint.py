@@ -13,7 +13,6 @@ torch's zip format does not notice a flipped byte inside tensor data, this does.
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import re
 import warnings
@@ -24,6 +23,7 @@ from typing import Any
 
 import torch
 
+from resnet_repro.atomic import atomic_write
 from resnet_repro.errors import CheckpointError
 
 FORMAT = "resnet_repro/1"
@@ -57,20 +57,6 @@ def check_same_data(ckpt: Mapping[str, Any], fingerprint: str, where: str) -> No
 
 
 # --- writing -------------------------------------------------------------------------------
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not every filesystem allows opening a directory.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 _TORCH_LEAVES = (torch.Tensor, torch.Size, torch.dtype, torch.device)
@@ -134,27 +120,11 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any], keep_previous: s
     _check_loadable(state, "state")
     state.pop("digest", None)
     state["digest"] = _digest(state)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
+        with atomic_write(path, "wb", keep_previous=keep_previous) as f:
             torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if keep_previous is not None and path.exists():
-            os.replace(path, keep_previous)  # a crash right here leaves only `keep_previous`
-        os.replace(tmp, path)  # atomic on POSIX: readers see the old or the new file
-    except BaseException as e:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise CheckpointError(
-                f"could not write checkpoint {path}: {e.strerror or e}"
-            ) from e
-        raise
-    _fsync_dir(path.parent)
+    except OSError as e:
+        raise CheckpointError(f"could not write checkpoint {path}: {e.strerror or e}") from e
 
 
 # --- reading -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from resnet_repro.atomic import atomic_write
 from resnet_repro.errors import ConfigError
 
 WANDB_MODES = ("online", "offline", "disabled")
@@ -74,19 +75,9 @@ def round_floats(v: Any, digits: int = RECORD_DIGITS) -> Any:
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write a record as JSON via a temp file + rename (readers never see half a summary.json),
     floats rounded to RECORD_DIGITS significant digits."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(round_floats(to_plain(obj)), f, indent=2, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w") as f:
+        json.dump(round_floats(to_plain(obj)), f, indent=2, allow_nan=False)
+        f.write("\n")
 
 
 def _parsed_lines(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
@@ -135,16 +126,8 @@ class JsonlSink:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if truncate_after_iter is not None and self.path.exists():
             kept = _lines_up_to(self.path, truncate_after_iter)
-            tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
-            try:
-                with open(tmp, "w", encoding="utf-8") as f:
-                    f.writelines(kept)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            with atomic_write(self.path, "w") as f:
+                f.writelines(kept)
         self._f = open(self.path, "a", encoding="utf-8", buffering=1)  # line-buffered
         if self._f.tell() > 0 and not _ends_with_newline(self.path):
             self._f.write("\n")  # a torn last line must not swallow the next row

@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from resnet_repro import atomic
 from resnet_repro.errors import CheckpointError, ReproError
 
 
@@ -96,12 +97,9 @@ def resume_checkpoint(run_dir: Path) -> tuple[dict[str, Any] | None, Path | None
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic.write_text(path, text)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise ReproError(f"could not write {path}: {e.strerror or e}") from None
 
 

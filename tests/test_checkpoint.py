@@ -114,7 +114,7 @@ def test_failed_rename_leaves_previous_checkpoint_intact(tmp_path: Path, monkeyp
     def denied(src, dst) -> None:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
-    monkeypatch.setattr(ck.os, "replace", denied)
+    monkeypatch.setattr(os, "replace", denied)  # the one atomic writer (atomic.py)
     with pytest.raises(CheckpointError, match="Permission denied"):
         save_checkpoint(path, make_state(200))
     assert path.read_bytes() == before

@@ -9,7 +9,6 @@ import hashlib
 import io
 import os
 import tarfile
-import tempfile
 import urllib.error
 import warnings
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from resnet_repro.atomic import atomic_write
 from resnet_repro.errors import DataError
 
 # CIFAR images are 32x32 (§4.2); the pipeline and the CIFAR models assume it.
@@ -334,14 +334,8 @@ def _read_cache(cache_file: Path) -> Dataset | None:
 
 
 def _write_cache(cache_file: Path, dataset: Dataset) -> None:
-    # Write to a temp file in the same folder, then rename: readers never see a partial file.
-    tmp_name = None
     try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(
-            dir=cache_file.parent, prefix=".tmp-", suffix=".npz", delete=False
-        ) as f:
-            tmp_name = f.name
+        with atomic_write(cache_file, "wb") as f:
             np.savez(
                 f,
                 train_x=dataset.train.x.permute(0, 2, 3, 1).numpy(),
@@ -350,14 +344,8 @@ def _write_cache(cache_file: Path, dataset: Dataset) -> None:
                 test_y=dataset.test.y.numpy(),
                 classes=np.array(dataset.classes, dtype=str),
             )
-        os.replace(tmp_name, cache_file)
     except OSError as exc:
         warnings.warn(f"cannot write data cache {cache_file} ({exc}); not caching", stacklevel=3)
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,13 +11,13 @@ Legends sit outside the axes, where they can never hide a curve.
 
 from __future__ import annotations
 
-import os
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from resnet_repro.atomic import atomic_write
 from resnet_repro.errors import ReproError
 from resnet_repro.report.collect import Run, data_label, display_path
 from resnet_repro.report.compare import Group, mean_curve
@@ -82,13 +82,10 @@ def _legend_outside(ax: Any) -> None:
 
 def _save(fig: Any, path: Path) -> Path:
     """savefig to a temp file + rename: a report never links a half-written PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_write(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
     finally:
-        tmp.unlink(missing_ok=True)
         _pyplot().close(fig)
     return path
 
