@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from resnet_repro.errors import CheckpointError, ConfigError, ReproError
+from resnet_repro.errors import ConfigError, ReproError
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -131,38 +131,27 @@ def analyze_run(
     """Layer responses of `<run>/checkpoints/last.pt` on its test split; writes and returns
     `<run>/layer_responses.json` (or the file `out`: `report` writes under its --out only). The model and data come from the checkpoint's saved config
     (as in `evaluate.py`); `data_root` points at another copy of the same data."""
-    from resnet_repro.checkpoint import LAST, check_compatible, load_checkpoint
+    from resnet_repro.checkpoint import LAST, load_checkpoint
     from resnet_repro.data.build import load_cifar_splits
     from resnet_repro.data.pipeline import eval_batches
     from resnet_repro.data.sources import ArraySplit
     from resnet_repro.loggers import write_json_atomic
-    from resnet_repro.models import build_from_arch
     from resnet_repro.policy import resolve_device
-    from resnet_repro.settings import run_settings
+    from resnet_repro.trained import model_from_checkpoint
 
     run_dir = Path(run_dir)
     if max_images is not None and max_images < 1:
         raise ConfigError(f"max_images must be a positive integer, got {max_images}")
     path = run_dir / LAST
-    state = load_checkpoint(path)
-    if not isinstance(state.get("config"), dict):
-        raise CheckpointError(f"{path} has no saved run config; is it a resnet_repro training checkpoint?")
-    settings = run_settings(state["config"])
-    meta = state["meta"]
-    arch = replace(settings.model.arch, num_classes=meta["num_classes"])
+    trained = model_from_checkpoint(load_checkpoint(path), path)
+    settings, meta, arch = trained.settings, trained.meta, trained.arch
     if arch.family != "cifar" or settings.data.name == "imagenet":
         raise ConfigError(
             f"{run_dir}: layer responses (Figure 7) are measured on CIFAR-10 nets only; "
             f"this run is {settings.model.name} on {settings.data.name}"
         )
-    check_compatible(state, model_name=settings.model.name, arch=arch.as_dict(), path=path)
-    model = build_from_arch(arch)
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as e:
-        raise CheckpointError(f"{path}: weights do not fit {settings.model.name}: {str(e).splitlines()[0]}") from None
     dev = resolve_device(device)
-    model = model.to(dev)
+    model = trained.model.to(dev)
 
     data = settings.data if data_root is None else replace(settings.data, root=str(data_root))
     splits = load_cifar_splits(data, settings.seed)

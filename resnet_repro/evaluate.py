@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from resnet_repro.checkpoint import FORMAT, check_compatible, load_checkpoint, resolve_checkpoint_path
+from resnet_repro.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint_path
 from resnet_repro.data.build import imagenet_norm, load_cifar_splits
 from resnet_repro.data.pipeline import eval_batches
 from resnet_repro.engine import evaluate, precision, set_tf32
@@ -37,7 +37,8 @@ from resnet_repro.models import build_from_arch, get_arch
 from resnet_repro.pretrained import apply_weights, infer_torchvision_model
 from resnet_repro.policy import resolve_device
 from resnet_repro.provenance import weights_digest
-from resnet_repro.settings import check_types, run_settings
+from resnet_repro.settings import check_types
+from resnet_repro.trained import model_from_checkpoint
 
 IMAGENET_PROTOCOLS = ("center", "ten_crop", "multi_scale")
 
@@ -249,18 +250,10 @@ def evaluate_checkpoint(
         return {"split": "test", **results[0], "bn_stats": "running", "precision": precision(dev, amp=False, tf32=False),
                 "all": results}
 
-    if not isinstance(state.get("config"), dict):
-        raise CheckpointError(f"{path} has no saved run config; is it a resnet_repro training checkpoint?")
-    settings = run_settings(state["config"])
-    meta = state["meta"]
-    arch = replace(settings.model.arch, num_classes=meta["num_classes"])
-    check_compatible(state, model_name=settings.model.name, arch=arch.as_dict(), path=path)
+    trained = model_from_checkpoint(state, path)  # BN grouped as trained (precise BN)
+    settings, meta, arch = trained.settings, trained.meta, trained.arch
     data_settings = settings.data if data_root is None else replace(settings.data, root=str(data_root))
-    model = build_from_arch(arch, bn_group_size=settings.model.bn_group_size)  # grouped as trained (precise BN)
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as e:
-        raise CheckpointError(f"{path}: weights do not fit {settings.model.name}: {str(e).splitlines()[0]}") from None
+    model = trained.model
     digest = weights_digest(model.state_dict())  # before precise BN changes the statistics
     model = model.to(dev)
     # fp32, as training evaluates (never under autocast); TF32 on CUDA as the run's trainer.tf32

@@ -224,3 +224,30 @@ def test_keep_previous_moves_the_replaced_file_aside(tmp_path: Path) -> None:
     save_checkpoint(last, {"meta": {"iteration": 2}}, keep_previous=prev)
     assert load_checkpoint(prev)["meta"]["iteration"] == 1
     assert load_checkpoint(last)["meta"]["iteration"] == 2
+
+
+def test_eval_and_analyze_rebuild_the_network_as_trained_bn_groups_included(tmp_path: Path, monkeypatch) -> None:
+    # A grouped-BN run (§4.2's two GPUs of 64 images, here 2 groups of 16): every reader of the
+    # checkpoint gets GroupedBatchNorm2d layers of the trained group size, not plain BN.
+    import resnet_repro.analyze as analyze
+    import resnet_repro.evaluate as evaluate
+    from conftest import train_tiny
+    from resnet_repro.models import GroupedBatchNorm2d
+
+    train_tiny(tmp_path, ["model.bn_group_size=16", "trainer.max_iters=2", "trainer.eval_every=2"])
+    seen: list[torch.nn.Module] = []
+
+    def spy(real):
+        def call(model, batches, *a, **k):
+            seen.append(model)
+            return real(model, batches, *a, **k)
+        return call
+
+    monkeypatch.setattr(analyze, "layer_responses", spy(analyze.layer_responses))
+    monkeypatch.setattr(evaluate, "evaluate", spy(evaluate.evaluate))
+    analyze.analyze_run(tmp_path, max_images=8)
+    evaluate.evaluate_checkpoint(tmp_path, device="cpu", batch_size=64)
+    assert len(seen) == 2
+    for model in seen:
+        bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert bns and all(isinstance(m, GroupedBatchNorm2d) and m.group_size == 16 for m in bns)
