@@ -143,13 +143,16 @@ def analyze_run(
     if max_images is not None and max_images < 1:
         raise ConfigError(f"max_images must be a positive integer, got {max_images}")
     path = run_dir / LAST
-    trained = model_from_checkpoint(load_checkpoint(path), path)
+
+    def cifar_only(settings, arch) -> None:
+        if arch.family != "cifar" or settings.data.name == "imagenet":
+            raise ConfigError(
+                f"{run_dir}: layer responses (Figure 7) are measured on CIFAR-10 nets only; "
+                f"this run is {settings.model.name} on {settings.data.name}"
+            )
+
+    trained = model_from_checkpoint(load_checkpoint(path), path, refuse=cifar_only)
     settings, meta, arch = trained.settings, trained.meta, trained.arch
-    if arch.family != "cifar" or settings.data.name == "imagenet":
-        raise ConfigError(
-            f"{run_dir}: layer responses (Figure 7) are measured on CIFAR-10 nets only; "
-            f"this run is {settings.model.name} on {settings.data.name}"
-        )
     dev = resolve_device(device)
     model = trained.model.to(dev)
 

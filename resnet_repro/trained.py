@@ -5,6 +5,7 @@ trained), checked against the checkpoint's record and loaded with its weights. U
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,13 +27,18 @@ class TrainedModel:
     meta: dict[str, Any]  # the checkpoint's meta: iteration, num_classes, ...
 
 
-def model_from_checkpoint(state: dict[str, Any], path: str | Path) -> TrainedModel:
-    """The model of a loaded resnet_repro training checkpoint `state` (read from `path`)."""
+def model_from_checkpoint(
+    state: dict[str, Any], path: str | Path, refuse: Callable[[RunSettings, Arch], None] | None = None
+) -> TrainedModel:
+    """The model of a loaded resnet_repro training checkpoint `state` (read from `path`).
+    `refuse(settings, arch)` may raise for runs the caller cannot use, before any weights load."""
     if not isinstance(state.get("config"), dict):
         raise CheckpointError(f"{path} has no saved run config; is it a resnet_repro training checkpoint?")
     settings = run_settings(state["config"])
     meta = state["meta"]
     arch = replace(settings.model.arch, num_classes=meta["num_classes"])
+    if refuse is not None:
+        refuse(settings, arch)
     check_compatible(state, model_name=settings.model.name, arch=arch.as_dict(), path=path)
     model = build_from_arch(arch, bn_group_size=settings.model.bn_group_size)  # grouped as trained
     try:
