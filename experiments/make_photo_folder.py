@@ -3,7 +3,7 @@
     python experiments/make_photo_folder.py /tmp/photos --classes 10 --train 100 --val 10
     python -m resnet_repro bench +exp=imagenet_resnet50 data.root=/tmp/photos data.val_size=0 ...
 
-See resnet_repro/data/photo_folder.py for what the images look like and why.
+See resnet_repro/data/generated_folders.py ("photo") for what the images look like and why.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from resnet_repro.data.photo_folder import write_photo_folder  # noqa: E402
+from resnet_repro.data.generated_folders import write_image_folder  # noqa: E402
 
 
 def main() -> None:
@@ -29,7 +29,8 @@ def main() -> None:
     if a.classes < 1 or a.train < 1 or a.val < 1 or not 1 <= a.quality <= 100:
         print("error: need --classes >= 1, --train >= 1, --val >= 1 and --quality in 1..100", file=sys.stderr)
         raise SystemExit(2)
-    write_photo_folder(a.root, a.classes, {"train": a.train, "val": a.val}, seed=a.seed, quality=a.quality)
+    write_image_folder(a.root, a.classes, {"train": a.train, "val": a.val}, seed=a.seed, image="photo",
+                       quality=a.quality)
     print(f"wrote {a.classes * (a.train + a.val)} images under {a.root}")
 
 

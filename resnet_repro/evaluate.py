@@ -36,11 +36,10 @@ from resnet_repro.loggers import write_json_atomic
 from resnet_repro.models import build_from_arch, get_arch
 from resnet_repro.pretrained import apply_weights, infer_torchvision_model
 from resnet_repro.policy import resolve_device
+from resnet_repro.protocol_names import PROTOCOLS as IMAGENET_PROTOCOLS
 from resnet_repro.provenance import weights_digest
 from resnet_repro.settings import check_types
 from resnet_repro.trained import model_from_checkpoint
-
-IMAGENET_PROTOCOLS = ("center", "ten_crop", "multi_scale")
 
 
 # The types of conf/eval.yaml's settings (precise_bn_batches: its own check below).
@@ -231,7 +230,7 @@ def evaluate_checkpoint(
         name = infer_torchvision_model(state, path)
         if not data_root:
             raise ConfigError(f"{path} is a torchvision weights file: give data_root=<ImageNet folder with val/>")
-        from resnet_repro.data.imagenet import scan_image_folder
+        from resnet_repro.data.image_files import scan_image_folder
 
         if precise_bn_batches:
             raise ConfigError(f"{path} is a torchvision weights file: precise BN statistics need the run's own "
@@ -267,7 +266,8 @@ def evaluate_checkpoint(
 
     # Read the data (and check its classes) before precise BN, which can take minutes.
     if data_settings.name == "imagenet":
-        from resnet_repro.data.imagenet import ImageNetStream, scan_image_folder
+        from resnet_repro.data.image_files import scan_image_folder
+        from resnet_repro.data.imagenet import ImageNetStream
 
         if split == "test":
             where = Path(data_settings.root) / "val"

@@ -29,17 +29,11 @@ from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF
 
 from resnet_repro.data.device_input import BytesDataset, collate_bytes, decode_all, resolve_decode
-from resnet_repro.data.imagenet import (
-    ImageFolderDataset,
-    Normalization,
-    center_crop_transform,
-    iterate_loader,
-    loader_generator,
-    normalization,
-)
+from resnet_repro.data.imagenet import ImageFolderDataset, iterate_loader, loader_generator
+from resnet_repro.data.transforms import Normalization, center_crop_transform, normalization
 from resnet_repro.errors import ConfigError, DataError
+from resnet_repro.protocol_names import PROTOCOLS
 
-PROTOCOLS = ("center", "ten_crop", "multi_scale")
 RESIZE = 256  # §3.4 / AlexNet: test images are resized to shorter side 256 before cropping
 CROP = 224
 MULTI_SCALES = (224, 256, 384, 480, 640)  # §3.4 "shorter side is in {224, 256, 384, 480, 640}"

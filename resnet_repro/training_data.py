@@ -61,7 +61,8 @@ def _cifar_evaluate(splits: CifarSplits, settings: DataSettings, batch_size: int
 
 
 def _imagenet_data(settings: DataSettings, seed: int, batch_size: int, eval_batch_size: int, device, world):
-    from resnet_repro.data.imagenet import ImageNetStream, scan_image_folder
+    from resnet_repro.data.image_files import scan_image_folder
+    from resnet_repro.data.imagenet import ImageNetStream
     from resnet_repro.protocols import evaluate_protocol, finalize
 
     if not settings.root:

@@ -8,9 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+from torch import Tensor, nn
 
+from resnet_repro.data.generated_folders import write_image_folder  # noqa: F401 (the tests' one folder writer)
+from resnet_repro.data.transforms import normalization
 from resnet_repro.paths import CONF_DIR
 from resnet_repro.hydra_entry import register_resolvers
 
@@ -44,8 +48,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # two workers of two threads fighting over two cores. Results do not depend on it: tests
     # never compare numbers across thread counts except through measured tolerances.
     os.environ["OMP_NUM_THREADS"] = "1"
-    import torch
-
     torch.set_num_threads(1)
 
 
@@ -80,16 +82,10 @@ def _quiet_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
 
 
-def write_image_folder(root: Path, size: int = 32, classes: tuple[str, ...] = ("a", "b")) -> None:
+def write_cifar_folder(root: Path, size: int = 32, classes: tuple[str, ...] = ("a", "b")) -> None:
     """A CIFAR-style image folder: train/ and test/ with 3 images per class, every image its own
     colour (`size` x `size` PNGs)."""
-    from PIL import Image
-
-    for split in ("train", "test"):
-        for k, c in enumerate(classes):
-            (root / split / c).mkdir(parents=True)
-            for i in range(3):  # every image its own colour
-                Image.new("RGB", (size, size), (i * 40, k * 100, 0)).save(root / split / c / f"{i}.png")
+    write_image_folder(root, classes, 3, size=(size, size), splits=("train", "test"), ext=".png", image="flat")
 
 
 def train_tiny(tmp: Path, overrides: list[str], extra: list[str] = ()) -> dict:
@@ -105,3 +101,44 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "resnet_repro", *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=300
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Generated ImageNet-style folders and models whose predictions on them are known
+
+SIZES = [(40, 56), (64, 48), (50, 50)]  # varied sizes and aspect ratios
+
+
+class TinyNet(nn.Module):
+    """A cheap fully-convolutional net with varied predictions (random weights)."""
+
+    def __init__(self, classes: int = 6) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 5, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(8, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.body(x))
+
+
+class TintNet(nn.Module):
+    """Knows the class tints of `write_image_folder`: each image goes to the class whose
+    expected mean colour (0.6 * tint + 47.5, the mean of the uniform 0..95 noise) is nearest,
+    then to `predict[that class]`. Crops, flips and scales keep a uniform-noise image's mean
+    colour (its standard error over >1000 pixels is ~1 level, the tints are >35 levels apart),
+    so the predictions are known exactly."""
+
+    def __init__(self, classes: int, predict: list[int], norm: str = "mean_std") -> None:
+        super().__init__()
+        self.predict, self.norm = predict, normalization(norm)
+        tints = [[(60 * c) % 256, (110 * c + 40) % 256, (170 * c + 80) % 256] for c in range(classes)]
+        self.register_buffer("centres", torch.tensor(tints, dtype=torch.float32) * 0.6 + 47.5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        std, mean = torch.tensor(self.norm.std).view(1, 3, 1, 1), torch.tensor(self.norm.mean).view(1, 3, 1, 1)
+        rgb = ((x * std + mean) * 255).mean(dim=(2, 3))  # undo the normalisation: 0..255 levels
+        nearest = torch.cdist(rgb, self.centres).argmin(dim=1)
+        out = torch.full((x.shape[0], len(self.predict)), -1.0)
+        out[torch.arange(x.shape[0]), torch.tensor(self.predict)[nearest]] = 1.0
+        return out

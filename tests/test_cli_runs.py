@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_CIFAR, SYNTH, TINY, TINY_TRAINER, compose_config, write_image_folder, cli, train_tiny as train
+from conftest import SHARED_CIFAR, SYNTH, TINY, TINY_TRAINER, compose_config, write_cifar_folder, cli, train_tiny as train
 from resnet_repro import engine
 from resnet_repro.checkpoint import load_checkpoint
 from resnet_repro.loggers import read_jsonl
@@ -68,7 +68,7 @@ def test_bad_input_is_one_line_and_nonzero_exit(tmp_path: Path, case: list[str],
 @pytest.mark.parametrize("problem", ["missing_class", "wrong_size", "unreadable", "empty"])
 def test_malformed_image_folder_is_one_line(tmp_path: Path, problem: str) -> None:
     root = tmp_path / "folder"
-    write_image_folder(root)
+    write_cifar_folder(root)
     if problem == "missing_class":
         for f in (root / "test" / "b").iterdir():
             f.unlink()
@@ -96,8 +96,8 @@ def test_malformed_image_folder_is_one_line(tmp_path: Path, problem: str) -> Non
 @pytest.mark.slow
 def test_eval_on_a_folder_of_other_classes_is_refused_naming_both_counts(tmp_path: Path) -> None:
     trained_on, other = tmp_path / "two", tmp_path / "three"
-    write_image_folder(trained_on)
-    write_image_folder(other, classes=("a", "b", "c"))
+    write_cifar_folder(trained_on)
+    write_cifar_folder(other, classes=("a", "b", "c"))
     run = tmp_path / "run"
     assert cli("train", *TINY_TRAINER, "data=cifar10_folder", f"data.root={trained_on}",
                f"data.cache_dir={tmp_path / 'cache'}", "data.val_size=0", "trainer.batch_size=2", "trainer.max_iters=2",
@@ -194,8 +194,8 @@ def test_throughput_after_a_resume_counts_only_this_sessions_images(tmp_path: Pa
 @pytest.mark.slow
 def test_a_resumed_run_follows_its_data_to_another_path_but_not_to_other_data(tmp_path: Path) -> None:
     first, moved, other = tmp_path / "first", tmp_path / "moved", tmp_path / "other"
-    write_image_folder(first)
-    write_image_folder(other, classes=("a", "b", "c"))  # another data set: more images, another class
+    write_cifar_folder(first)
+    write_cifar_folder(other, classes=("a", "b", "c"))  # another data set: more images, another class
     run = tmp_path / "run"
     base = ["data=cifar10_folder", "data.val_size=0", f"data.cache_dir={tmp_path / 'cache'}", *TINY_TRAINER,
             "trainer.batch_size=2", "trainer.max_iters=2", "trainer.ckpt_every=2", f"hydra.run.dir={run}"]

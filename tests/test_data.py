@@ -28,6 +28,8 @@ from resnet_repro.data import (
 )
 from resnet_repro.errors import DataError
 
+from conftest import write_image_folder
+
 REAL_CIFAR_JPEG = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg.tar.gz"
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"
@@ -251,13 +253,8 @@ def _pixels(split: str, cls: str, i: int) -> np.ndarray:
 
 
 def _make_folder(root: Path, classes: list[str] = CLASSES, per_class: int = 4) -> Path:
-    for split in ("train", "test"):
-        for cls in classes:
-            d = root / split / cls
-            d.mkdir(parents=True)
-            for i in range(per_class):
-                Image.fromarray(_pixels(split, cls, i)).save(d / f"{i:04d}.png")
-    return root
+    return write_image_folder(root, classes, per_class, splits=("train", "test"), ext=".png", image=_pixels,
+                              name="{k:04d}")
 
 
 def _tar(folder: Path, out: Path, top: str | None) -> Path:
@@ -431,7 +428,7 @@ def test_image_folder_corrupt_image_names_file(tmp_path: Path, as_archive: bool)
     folder = _make_folder(tmp_path / "tiny")
     (folder / "train" / "bee" / "0003.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
     src = _tar(folder, tmp_path / "tiny.tar.gz", "tiny") if as_archive else folder
-    with pytest.raises(DataError, match=r"cannot decode image .*train/bee/0003\.png"):
+    with pytest.raises(DataError, match=r"cannot read image .*train/bee/0003\.png"):
         load_image_folder(src, cache_dir=tmp_path / "cache")
 
 

@@ -21,26 +21,19 @@ from resnet_repro.data.device_input import (
     resolve_decode,
     stand_ins,
 )
-from resnet_repro.data.imagenet import (
-    ImageNetStream,
-    Lighting,
-    normalization,
-    read_rgb,
-    scan_image_folder,
-    train_transform,
-    write_fake_image_folder,
-)
-from resnet_repro.data.photo_folder import write_photo_folder
+from resnet_repro.data.image_files import read_rgb, scan_image_folder
+from resnet_repro.data.imagenet import ImageNetStream
+from resnet_repro.data.transforms import Lighting, normalization, train_transform
 from resnet_repro.errors import ConfigError, DataError
 from resnet_repro.protocols import PROTOCOLS, evaluate_protocol, finalize, multi_scale_batch_probs, multi_scale_probs
 
-from test_imagenet import SIZES, TinyNet, TintNet
+from conftest import SIZES, TinyNet, TintNet, write_image_folder
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("imagenet")
-    return write_fake_image_folder(root, 3, {"train": 6, "val": 2}, size=SIZES, seed=0)
+    return write_image_folder(root, 3, {"train": 6, "val": 2}, size=SIZES, seed=0)
 
 
 def _batches(stream: ImageNetStream, start: int, k: int) -> list[tuple[Tensor, Tensor]]:
@@ -105,7 +98,7 @@ def _within(a: Tensor, b: Tensor, sigmas: float = 4.0) -> bool:
 
 
 def test_both_paths_have_the_same_labels_and_equivalent_augmentation(tmp_path: Path) -> None:
-    root = write_fake_image_folder(tmp_path, 4, 12, size=SIZES, seed=3, splits=("train",))
+    root = write_image_folder(tmp_path, 4, 12, size=SIZES, seed=3, splits=("train",))
     kw = dict(seed=1, device="cpu", workers=0, crop=32, scale=(36, 64), norm="mean")
     dev = _batches(ImageNetStream(root, 8, decode="device", **kw), 0, 18)  # 144 images, 3 epochs
     wrk = _batches(ImageNetStream(root, 8, decode="workers", **kw), 0, 18)
@@ -147,7 +140,7 @@ def test_odd_files_decode_to_pils_rgb_and_corrupt_ones_are_reported(tmp_path: Pa
 
 
 def test_a_corrupt_training_image_is_skipped_named_and_counted(tmp_path: Path, capfd) -> None:
-    write_fake_image_folder(tmp_path, 2, 2, splits=("train",))
+    write_image_folder(tmp_path, 2, 2, splits=("train",))
     bad = tmp_path / "train" / "n00000001" / "broken.JPEG"
     bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
     # all 5 in a batch; ahead=0: no batch prepared ahead, which would count the file again
@@ -189,7 +182,7 @@ def test_batched_multi_scale_equals_one_image_at_a_time() -> None:
 
 
 def test_photo_folder_has_imagenet_like_jpegs(tmp_path: Path) -> None:
-    write_photo_folder(tmp_path, 2, {"train": 3, "val": 1}, seed=0)
+    write_image_folder(tmp_path, 2, {"train": 3, "val": 1}, seed=0, image="photo")
     files, labels, classes = scan_image_folder(tmp_path / "train")
     assert len(files) == 6 and classes == ["n00000000", "n00000001"]
     for f in files:
@@ -205,7 +198,7 @@ def test_bench_times_both_decode_paths_and_the_ceiling(tmp_path: Path) -> None:
     from resnet_repro.bench import BenchSettings, format_result, run_bench
     from resnet_repro.settings import run_settings
 
-    write_photo_folder(tmp_path, 2, {"train": 4, "val": 1}, seed=1)
+    write_image_folder(tmp_path, 2, {"train": 4, "val": 1}, seed=1, image="photo")
     s = run_settings(compose_config([
         "+exp=imagenet_resnet18", f"data.root={tmp_path}", "data.val_size=2", "data.workers=0", "data.crop=32",
         "data.scale=[36,48]", "trainer.device=cpu", "trainer.batch_size=2", "model.bn_group_size=2", "logger=none",

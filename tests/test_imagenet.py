@@ -12,21 +12,10 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from resnet_repro.data.imagenet import (
-    IMAGENET_MEAN,
-    PCA_EIGVAL,
-    PCA_EIGVEC,
-    ImageFolderDataset,
-    ImageNetStream,
-    IterationBatchSampler,
-    Lighting,
-    RandomShorterSide,
-    normalization,
-    read_rgb,
-    scan_image_folder,
-    train_transform,
-    write_fake_image_folder,
-)
+from resnet_repro.data.image_files import read_rgb, scan_image_folder
+from resnet_repro.data.imagenet import ImageFolderDataset, ImageNetStream, IterationBatchSampler
+from resnet_repro.data.imagenet_stats import IMAGENET_MEAN, PCA_EIGVAL, PCA_EIGVEC
+from resnet_repro.data.transforms import Lighting, RandomShorterSide, normalization, train_transform
 from resnet_repro.errors import ConfigError, DataError
 from resnet_repro.protocols import (
     MULTI_SCALES,
@@ -42,27 +31,16 @@ from resnet_repro.protocols import (
     topk_wrong,
 )
 
-SIZES = [(40, 56), (64, 48), (50, 50)]  # varied sizes and aspect ratios
+from conftest import SIZES, TinyNet, TintNet, write_image_folder
+
+
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # 3 classes: 6 training and 2 val images each.
     root = tmp_path_factory.mktemp("imagenet")
-    return write_fake_image_folder(root, 3, {"train": 6, "val": 2}, size=SIZES, seed=0)
-
-
-class TinyNet(nn.Module):
-    """A cheap fully-convolutional net with varied predictions (random weights)."""
-
-    def __init__(self, classes: int = 6) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 5, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.fc = nn.Linear(8, classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.body(x))
+    return write_image_folder(root, 3, {"train": 6, "val": 2}, size=SIZES, seed=0)
 
 
 class SizeNet(nn.Module):
@@ -91,7 +69,7 @@ def test_scan_folder_without_class_folders_is_a_data_error(tmp_path: Path) -> No
 
 
 def test_scan_class_without_images_names_the_class(tmp_path: Path) -> None:
-    write_fake_image_folder(tmp_path, 2, 1, splits=("train",))
+    write_image_folder(tmp_path, 2, 1, splits=("train",))
     (tmp_path / "train" / "n99999999").mkdir()
     (tmp_path / "train" / "n99999999" / "notes.txt").write_text("not an image")
     with pytest.raises(DataError, match="n99999999 has no images"):
@@ -99,15 +77,15 @@ def test_scan_class_without_images_names_the_class(tmp_path: Path) -> None:
 
 
 def test_scan_val_class_not_in_train_is_rejected(tmp_path: Path) -> None:
-    write_fake_image_folder(tmp_path, 3, 1)
+    write_image_folder(tmp_path, 3, 1)
     _, _, classes = scan_image_folder(tmp_path / "train")
     with pytest.raises(DataError, match="not among the training classes: n00000002"):
         scan_image_folder(tmp_path / "val", classes[:2])
 
 
 def test_scan_sorts_classes_and_files_and_accepts_any_extension_case(tmp_path: Path) -> None:
-    write_fake_image_folder(tmp_path, 2, 2, splits=("train",), ext=".jpg")
-    write_fake_image_folder(tmp_path / "more", 1, 1, splits=("train",), ext=".PNG")
+    write_image_folder(tmp_path, 2, 2, splits=("train",), ext=".jpg")
+    write_image_folder(tmp_path / "more", 1, 1, splits=("train",), ext=".PNG")
     (tmp_path / "more" / "train" / "n00000000").rename(tmp_path / "train" / "a_first")
     files, labels, classes = scan_image_folder(tmp_path / "train")
     assert classes == ["a_first", "n00000000", "n00000001"]
@@ -321,7 +299,7 @@ def test_holdout_is_fixed_and_disjoint_from_training_files(folder: Path) -> None
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_corrupt_training_jpeg_names_the_file_on_one_line(tmp_path: Path, workers: int) -> None:
-    write_fake_image_folder(tmp_path, 2, 2, splits=("train",))
+    write_image_folder(tmp_path, 2, 2, splits=("train",))
     bad = tmp_path / "train" / "n00000001" / "broken.JPEG"
     bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
     s = ImageNetStream(tmp_path, 5, seed=0, device="cpu", workers=workers)  # every image in a batch
@@ -334,7 +312,7 @@ def test_corrupt_training_jpeg_names_the_file_on_one_line(tmp_path: Path, worker
 def test_corrupt_val_jpeg_names_the_file_in_a_protocol(tmp_path: Path, decode: str, protocol: str) -> None:
     # Evaluation never skips an image (an error over a smaller set is not the paper's number),
     # on either input path.
-    write_fake_image_folder(tmp_path, 2, 1, splits=("val",))
+    write_image_folder(tmp_path, 2, 1, splits=("val",))
     bad = tmp_path / "val" / "n00000000" / "zz.jpeg"
     bad.write_bytes(b"garbage")
     files, labels, _ = scan_image_folder(tmp_path / "val")
@@ -386,7 +364,7 @@ def test_topk_wrong_counts_labels_outside_the_top_k() -> None:
 
 
 def test_multi_scale_runs_the_whole_image_and_its_flip_at_the_five_scales(tmp_path: Path) -> None:
-    write_fake_image_folder(tmp_path, 3, 1, size=(40, 56), splits=("val",))
+    write_image_folder(tmp_path, 3, 1, size=(40, 56), splits=("val",))
     files, labels, _ = scan_image_folder(tmp_path / "val")
     model = SizeNet()
     shapes: list[tuple[int, ...]] = []
@@ -454,28 +432,6 @@ def test_unknown_protocol_lists_the_known_ones() -> None:
 # -- protocols end to end -------------------------------------------------------------------
 
 
-class TintNet(nn.Module):
-    """Knows the class tints of `write_fake_image_folder`: each image goes to the class whose
-    expected mean colour (0.6 * tint + 47.5, the mean of the uniform 0..95 noise) is nearest,
-    then to `predict[that class]`. Crops, flips and scales keep a uniform-noise image's mean
-    colour (its standard error over >1000 pixels is ~1 level, the tints are >35 levels apart),
-    so the predictions are known exactly."""
-
-    def __init__(self, classes: int, predict: list[int], norm: str = "mean_std") -> None:
-        super().__init__()
-        self.predict, self.norm = predict, normalization(norm)
-        tints = [[(60 * c) % 256, (110 * c + 40) % 256, (170 * c + 80) % 256] for c in range(classes)]
-        self.register_buffer("centres", torch.tensor(tints, dtype=torch.float32) * 0.6 + 47.5)
-
-    def forward(self, x: Tensor) -> Tensor:
-        std, mean = torch.tensor(self.norm.std).view(1, 3, 1, 1), torch.tensor(self.norm.mean).view(1, 3, 1, 1)
-        rgb = ((x * std + mean) * 255).mean(dim=(2, 3))  # undo the normalisation: 0..255 levels
-        nearest = torch.cdist(rgb, self.centres).argmin(dim=1)
-        out = torch.full((x.shape[0], len(self.predict)), -1.0)
-        out[torch.arange(x.shape[0]), torch.tensor(self.predict)[nearest]] = 1.0
-        return out
-
-
 def test_every_protocol_gives_the_exact_error_of_a_known_model(folder: Path) -> None:
     files, labels, classes = scan_image_folder(folder / "val", scan_image_folder(folder / "train")[2])
     assert labels == [0, 0, 1, 1, 2, 2]
@@ -492,7 +448,7 @@ def test_every_protocol_gives_the_exact_error_of_a_known_model(folder: Path) -> 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_two_ranks_counts_sum_to_the_single_process_counts(tmp_path: Path, protocol: str) -> None:
-    write_fake_image_folder(tmp_path, 6, 2, size=SIZES, splits=("val",), seed=1)
+    write_image_folder(tmp_path, 6, 2, size=SIZES, splits=("val",), seed=1)
     files, labels, _ = scan_image_folder(tmp_path / "val")
     model = TinyNet(6)
     run = lambda **kw: evaluate_protocol(model, files, labels, protocol, device="cpu", workers=0,  # noqa: E731

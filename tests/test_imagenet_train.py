@@ -12,9 +12,8 @@ import pytest
 import torch
 import torchvision
 
-from conftest import REPO, compose_config
+from conftest import REPO, compose_config, write_image_folder
 from resnet_repro.checkpoint import LAST, load_checkpoint, save_checkpoint
-from resnet_repro.data.imagenet import write_fake_image_folder
 from resnet_repro.evaluate import evaluate_checkpoint
 from resnet_repro.loggers import read_jsonl, round_floats
 from resnet_repro.settings import run_settings
@@ -24,7 +23,7 @@ from resnet_repro.train import train_from_config
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("imagenet")
-    return write_fake_image_folder(root, classes=3, per_class={"train": 10, "val": 2},
+    return write_image_folder(root, classes=3, per_class={"train": 10, "val": 2},
                                    size=[(40, 56), (64, 48), (50, 50)], seed=0)
 
 

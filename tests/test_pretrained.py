@@ -89,7 +89,7 @@ def test_finetune_without_weights_is_a_one_line_error(tmp_path: Path) -> None:
 def _normalised(exp_overrides: list[str]) -> torch.Tensor:
     """What a config's ImageNet normalisation makes of a known uint8 image (pixels 0 and 255)."""
     from resnet_repro.data.build import imagenet_norm
-    from resnet_repro.data.imagenet import normalization
+    from resnet_repro.data.transforms import normalization
     from resnet_repro.settings import run_settings
 
     s = run_settings(compose_config(exp_overrides))

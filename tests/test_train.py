@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, compose_config, write_image_folder, train_tiny as train
+from conftest import TINY, compose_config, write_cifar_folder, train_tiny as train
 from resnet_repro import engine, judge, paper, recipes
 from resnet_repro.checkpoint import load_checkpoint, save_checkpoint
 from resnet_repro.data.build import load_cifar_splits
@@ -122,7 +122,7 @@ def test_same_seed_same_run_and_seed_changes_it(tmp_path: Path) -> None:
 def test_paper_cifar_exps_train_on_every_training_image(tmp_path: Path) -> None:
     # Table 6 / Figure 6 nets train on all 50k images (the 45k/5k split only chose the
     # schedule, §4.2): with the exp as configured, nothing is held out.
-    write_image_folder(tmp_path / "folder")
+    write_cifar_folder(tmp_path / "folder")
     for exp in ("cifar_resnet20", "cifar_plain56"):
         s = run_settings(compose_config([f"+exp={exp}", "data=cifar10_folder", f"data.root={tmp_path / 'folder'}"]))
         splits = load_cifar_splits(s.data, s.seed)
@@ -132,7 +132,7 @@ def test_paper_cifar_exps_train_on_every_training_image(tmp_path: Path) -> None:
 def test_schedule_study_holdout_is_the_same_images_for_every_seed(tmp_path: Path) -> None:
     # holdout=schedule_study (45k/5k) holds out images chosen by the data, not the run seed,
     # so seeds differ only in initialisation and order.
-    write_image_folder(tmp_path / "folder")
+    write_cifar_folder(tmp_path / "folder")
     held = []
     for seed in (0, 1, 2):
         s = run_settings(compose_config(["+exp=cifar_resnet20", "data=cifar10_folder", f"data.root={tmp_path / 'folder'}",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from resnet_repro.data.imagenet_stats import IMAGENET_MEAN, IMAGENET_STD
 from resnet_repro.data.pipeline import per_pixel_mean
 from resnet_repro.data.sources import (
     ArraySplit,
@@ -31,9 +32,6 @@ CIFAR_SOURCES = ("cifar10", "cifar10_folder", "synthetic")
 DATA_SOURCES = (*CIFAR_SOURCES, "imagenet")
 NORMS = ("per_pixel", "imagenet")
 
-# ImageNet's per-channel RGB mean/std on the [0, 1] scale: what torchvision's weights expect.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ silently smaller set is not the number the paper reports (and val is read at the
 from __future__ import annotations
 
 import contextlib
-import io
 import queue
 import sys
 import threading
@@ -31,13 +30,11 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
+from resnet_repro.data.image_files import ImageReadError, decode_rgb
 from resnet_repro.errors import ConfigError, DataError
 
 DECODE_MODES = ("auto", "device", "workers")
@@ -100,6 +97,16 @@ def collate_bytes(items: list) -> tuple[list[Tensor], Tensor, list]:
 # Decoding a batch
 
 
+def _decoders():
+    """torchvision.io's decoders, imported when first needed: a torchvision built without them
+    still trains CIFAR and decodes ImageNet in the workers (data.decode=workers)."""
+    try:
+        from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+    except ImportError as e:
+        raise ConfigError(f"data.decode=device needs torchvision.io's JPEG decoders ({e}); use data.decode=workers") from None
+    return ImageReadMode, decode_image, decode_jpeg
+
+
 def _is_jpeg(data: Tensor) -> bool:
     return data.numel() > 3 and tuple(data[:3].tolist()) == JPEG_MAGIC
 
@@ -109,6 +116,7 @@ def _decode_one(data: Tensor, device: torch.device) -> Tensor:
     (JPEG incl. CMYK, PNG, ...), then PIL. Raises with the last reason."""
     if data.numel() == 0:
         raise ValueError("empty or unreadable file")
+    ImageReadMode, decode_image, decode_jpeg = _decoders()
     reason = ""
     if _is_jpeg(data) and device.type != "cpu":
         try:
@@ -120,11 +128,10 @@ def _decode_one(data: Tensor, device: torch.device) -> Tensor:
     except RuntimeError as e:
         reason = str(e)
     try:
-        with Image.open(io.BytesIO(data.numpy().tobytes())) as im:
-            arr = np.array(im.convert("RGB"))
-        return torch.from_numpy(arr).permute(2, 0, 1).contiguous().to(device)
-    except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError...
-        raise ValueError(" ".join((str(e) or reason or type(e).__name__).split())) from None
+        arr = decode_rgb(data.numpy().tobytes())
+    except ImageReadError as e:
+        raise ValueError(e.reason or " ".join(reason.split())) from None
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous().to(device)
 
 
 def decode_batch(datas: Sequence[Tensor], device: torch.device | str) -> tuple[list[Tensor | None], dict[int, str]]:
@@ -133,6 +140,7 @@ def decode_batch(datas: Sequence[Tensor], device: torch.device | str) -> tuple[l
     JPEGs go through one batched decode_jpeg call; it returns all or nothing, so a batch it
     refuses is decoded image by image, where each failure falls back to the CPU decoders."""
     device = torch.device(device)
+    ImageReadMode, _, decode_jpeg = _decoders()
     out: list[Tensor | None] = [None] * len(datas)
     bad: dict[int, str] = {}
     jpegs = [i for i, d in enumerate(datas) if _is_jpeg(d)]

@@ -11,12 +11,12 @@ iteration number, and CPU and GPU runs see identical batches (all randomness is 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 
+from resnet_repro.data.sampling import EpochSampler, derived_seed
 from resnet_repro.data.sources import ArraySplit
 from resnet_repro.errors import DataError
 
@@ -57,17 +57,11 @@ def to_device(split: ArraySplit, device: torch.device | str) -> ArraySplit:
     return ArraySplit(x=split.x.to(device), y=split.y.to(device))
 
 
-def _derived_seed(seed: int, stream: str, index: int) -> int:
-    # Independent seeds per (seed, purpose, epoch-or-iteration), without arithmetic collisions.
-    digest = hashlib.blake2b(f"{seed}/{stream}/{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
-
-
 class TrainStream:
     """Shuffled, augmented training batches indexed by the global iteration (§4.2).
 
-    Each epoch is a fresh permutation of the split (seeded by (seed, epoch)); the last partial
-    batch is dropped. Augmentation: pad 4 pixels on each side, take a random 32x32 crop of the
+    Each epoch is a fresh permutation of the split (seeded by (seed, epoch); `sampling.py`); the
+    last partial batch is dropped. Augmentation: pad 4 pixels on each side, take a random 32x32 crop of the
     padded image, and flip it horizontally with probability 0.5.
 
     Data parallel: `batch_size` is per process; the global batch of `batch_size * world_size`
@@ -110,33 +104,11 @@ class TrainStream:
         self.seed = seed
         self.pad = pad
         self.flip = flip
-        self.steps_per_epoch = n // global_batch  # drop last: every step has a full batch
-        self._perm_epoch: int | None = None
-        self._perm: torch.Tensor | None = None
-
-    def epoch_of(self, it: int) -> int:
-        return it // self.steps_per_epoch
-
-    def _permutation(self, epoch: int) -> torch.Tensor:
-        if self._perm_epoch != epoch:
-            g = torch.Generator().manual_seed(_derived_seed(self.seed, "perm", epoch))
-            self._perm = torch.randperm(self.n, generator=g).to(self.device)
-            self._perm_epoch = epoch
-        assert self._perm is not None
-        return self._perm
-
-    def global_indices(self, it: int) -> torch.Tensor:
-        """Indices into the split of the global batch of iteration `it` (all ranks)."""
-        if it < 0:
-            raise ValueError(f"iteration must be >= 0, got {it}")
-        perm = self._permutation(self.epoch_of(it))
-        start = (it % self.steps_per_epoch) * self.global_batch
-        return perm[start : start + self.global_batch]
-
-    def indices(self, it: int) -> torch.Tensor:
-        """Indices into the split of this rank's images in batch `it` (on the stream's device)."""
-        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
-        return self.global_indices(it)[mine]
+        self.sampler = EpochSampler(n, batch_size, seed, rank, world_size, device=self.device)
+        self.steps_per_epoch = self.sampler.steps_per_epoch
+        self.epoch_of = self.sampler.epoch_of
+        self.global_indices = self.sampler.global_indices  # indices into the split (all ranks)
+        self.indices = self.sampler.indices  # this rank's, on the stream's device
 
     def iterate(self, start_iter: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches for iterations start_iter, start_iter + 1, ... (the trainer's interface)."""
@@ -158,8 +130,8 @@ class TrainStream:
 
         # Offsets and flips drawn on CPU from (seed, it) for the global batch, then this rank's
         # slice moved: the same batch on any device and for any number of processes.
-        g = torch.Generator().manual_seed(_derived_seed(self.seed, "aug", it))
-        mine = slice(self.rank * b, (self.rank + 1) * b)
+        g = torch.Generator().manual_seed(derived_seed(self.seed, "aug", it))
+        mine = self.sampler.rank_slice(b)
         top = torch.randint(0, 2 * p + 1, (self.global_batch,), generator=g)[mine].to(self.device)
         left = torch.randint(0, 2 * p + 1, (self.global_batch,), generator=g)[mine].to(self.device)
         flipped = (torch.rand(self.global_batch, generator=g)[mine] < 0.5).to(self.device) & self.flip

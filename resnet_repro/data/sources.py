@@ -6,7 +6,6 @@ images and int64 labels held in memory, the layout the tensor pipeline (`pipelin
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import tarfile
 import urllib.error
@@ -18,16 +17,14 @@ from typing import NoReturn
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 
 from resnet_repro.atomic import atomic_write
+from resnet_repro.data.image_files import IMAGE_EXTENSIONS, decode_rgb, is_image_name
+from resnet_repro.data.sampling import holdout_indices
 from resnet_repro.errors import DataError
 
 # CIFAR images are 32x32 (§4.2); the pipeline and the CIFAR models assume it.
 IMAGE_SIZE = 32
-IMAGE_EXTENSIONS = (
-    ".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff", ".webp"
-)
 # Bump when the cached arrays change meaning, so stale caches are ignored.
 _CACHE_FORMAT = "imagefolder-v1"
 
@@ -164,11 +161,6 @@ def _cache_root(cache_dir: str | Path | None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "resnet_repro"
 
 
-def _is_image_name(name: str) -> bool:
-    # Hidden files (.DS_Store, macOS "._x.jpg" resource forks) are never images.
-    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
-
-
 def _list_directory(src: Path) -> tuple[_Listing, Path]:
     def has_splits(d: Path) -> bool:
         return (d / "train").is_dir() and (d / "test").is_dir()
@@ -188,7 +180,7 @@ def _list_directory(src: Path) -> tuple[_Listing, Path]:
         for class_dir in sorted((base / split).iterdir()):
             if not class_dir.is_dir() or class_dir.name.startswith("."):
                 continue
-            files = sorted(p for p in class_dir.iterdir() if p.is_file() and _is_image_name(p.name))
+            files = sorted(p for p in class_dir.iterdir() if p.is_file() and is_image_name(p.name))
             classes[class_dir.name] = [(str(p), p) for p in files]
         listing[split] = classes
     _validate(listing, str(base))
@@ -243,7 +235,7 @@ def _list_archive(src: Path) -> _Listing:
     for parts, data in files.items():
         if len(parts) == depth + 3 and parts[:depth] == base and parts[depth] in listing:
             split, cls, fname = parts[depth:]
-            if not cls.startswith(".") and _is_image_name(fname):
+            if not cls.startswith(".") and is_image_name(fname):
                 listing[split].setdefault(cls, []).append((f"{src}:{'/'.join(parts)}", data))
     for classes in listing.values():
         for cls in classes:
@@ -302,20 +294,11 @@ def _decode_listing(listing: _Listing) -> Dataset:
 
 
 def _decode_image(name: str, payload: bytes | Path) -> np.ndarray:
-    try:
-        data = payload.read_bytes() if isinstance(payload, Path) else payload
-        with Image.open(io.BytesIO(data)) as im:
-            if im.size != (IMAGE_SIZE, IMAGE_SIZE):
-                raise DataError(
-                    f"{name} is {im.size[0]}x{im.size[1]} (WxH); expected {IMAGE_SIZE}x{IMAGE_SIZE}"
-                )
-            return np.asarray(im.convert("RGB"))
-    except DataError:
-        raise
-    except UnidentifiedImageError:
-        raise DataError(f"cannot decode image {name}: not a recognised image file") from None
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot decode image {name}: {exc}") from None
+    rgb = decode_rgb(payload, name)
+    if rgb.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
+        h, w = rgb.shape[:2]
+        raise DataError(f"{name} is {w}x{h} (WxH); expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+    return rgb
 
 
 def _read_cache(cache_file: Path) -> Dataset | None:
@@ -418,17 +401,10 @@ def split_train_val(split: ArraySplit, val_size: int, seed: int) -> tuple[ArrayS
     the schedule was chosen). Both parts keep the original order of the images they hold.
     Callers seed it from the data (`fingerprint`), so every run on the same data holds out the
     same images and seeds differ only in initialisation and order."""
-    n = len(split)
-    if not 0 <= val_size < n:
-        raise DataError(
-            f"val_size must be in [0, {n}) for a training split of {n} images, got {val_size}"
-        )
+    train_idx, val_idx = holdout_indices(len(split), val_size, seed)
     if val_size == 0:
         return split, ArraySplit(x=split.x[:0], y=split.y[:0])
-    g = torch.Generator().manual_seed(seed)  # own generator: independent of global RNG state
-    perm = torch.randperm(n, generator=g)
-    val_idx = perm[:val_size].sort().values.to(split.x.device)
-    train_idx = perm[val_size:].sort().values.to(split.x.device)
+    train_idx, val_idx = train_idx.to(split.x.device), val_idx.to(split.x.device)
     return (
         ArraySplit(x=split.x[train_idx], y=split.y[train_idx]),
         ArraySplit(x=split.x[val_idx], y=split.y[val_idx]),

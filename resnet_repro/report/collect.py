@@ -23,7 +23,7 @@ from resnet_repro.runstate import FAILED_FILE
 # `eval_<protocol>_iter<N>.json` for other checkpoints. Only evaluations of the final weights
 # count; the others are listed as not judged.
 EVAL_GLOB = "eval_*.json"
-EVAL_PROTOCOLS = ("ten_crop", "multi_scale", "center")
+from resnet_repro.protocol_names import PROTOCOLS as EVAL_PROTOCOLS  # noqa: E402
 EVAL_MISSING = "missing (run `eval protocol=all`)"
 MISSING = "missing"
 
