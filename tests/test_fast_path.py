@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from resnet_repro.data.pipeline import TrainStream, per_pixel_mean
-from resnet_repro.data.sources import make_synthetic
+from resnet_repro.data.synthetic import make_synthetic
 from resnet_repro.engine import autocast, make_sgd, maybe_compile, train_step
 
 from resnet_repro.models import build_resnet

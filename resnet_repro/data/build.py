@@ -23,9 +23,9 @@ from resnet_repro.data.sources import (
     fingerprint,
     load_cifar10,
     load_image_folder,
-    make_synthetic,
     split_train_val,
 )
+from resnet_repro.data.synthetic import make_synthetic
 from resnet_repro.errors import ConfigError
 
 CIFAR_SOURCES = ("cifar10", "cifar10_folder", "synthetic")
