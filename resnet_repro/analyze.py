@@ -46,7 +46,7 @@ def response_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, BN module) of every BN that follows a 3x3 conv, in network order."""
     from torch import nn
 
-    from resnet_repro.models import BasicBlock, Bottleneck
+    from resnet_repro.blocks import BasicBlock, Bottleneck
 
     names = {m: n for n, m in model.named_modules()}
     out: list[tuple[str, nn.Module]] = []

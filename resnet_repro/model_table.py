@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from resnet_repro import paper
-from resnet_repro.models import NAMED_MODELS, Arch, build_meta, count_macs, count_params, input_size
+from resnet_repro.macs import count_macs, count_params
+from resnet_repro.models import NAMED_MODELS, Arch, build_meta, input_size
 
 
 def model_rows(names: list[str] | None = None) -> list[dict]:

@@ -9,6 +9,9 @@ ones the paper varies (timm-style constructor arguments, no subclasses):
 - residual on/off: plain nets are the same stacks without shortcuts (§4.1, §4.2);
 - shortcut A/B/C (§3.3, Table 3);
 - bottleneck stride on the first 1x1 (the paper) or on the 3x3 (torchvision's "v1.5").
+
+The blocks and shortcuts are in `blocks.py`, grouped BN in `grouped_bn.py`, parameter and
+multiply-add counts in `macs.py`, the torch-free architecture specs in `archs.py`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from resnet_repro.archs import (  # noqa: F401 (re-exported: the torch-free half of this module)
@@ -35,221 +37,20 @@ from resnet_repro.archs import (  # noqa: F401 (re-exported: the torch-free half
     name_for,
     names_after_network,
 )
+from resnet_repro.blocks import (  # noqa: F401 (re-exported)
+    BLOCKS,
+    BasicBlock,
+    Bottleneck,
+    ZeroPadShortcut,
+    _make_shortcut,
+    conv1x1,
+    conv3x3,
+)
 from resnet_repro.errors import ConfigError
+from resnet_repro.grouped_bn import GroupedBatchNorm2d, NormFactory, _check_group_size, _norm_factory  # noqa: F401
+from resnet_repro.macs import count_macs, count_params  # noqa: F401 (re-exported)
 
 
-# --------------------------------------------------------------------------------------
-# Batch norm with per-group statistics
-# --------------------------------------------------------------------------------------
-
-
-def _check_group_size(group_size: int | None) -> None:
-    if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2):
-        raise ConfigError(f"bn_group_size must be an integer >= 2 (or null for ordinary BN), got {group_size!r}")
-
-
-class GroupedBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d whose training statistics are computed per group of `group_size` images.
-
-    The paper's CIFAR batch of 128 was split over two GPUs (§4.2), so each BN layer saw 64
-    images. With `group_size=64` and a batch of 128, this layer normalises each half of the
-    batch with its own mean and variance, as two GPUs did. The running statistics are updated
-    with the average of the groups' statistics. With `group_size=None` or a group equal to the
-    batch it is ordinary BN; a training batch that is not a multiple of the group is refused
-    (the config is checked first, so this is a bug guard). Eval mode uses the running
-    statistics at any batch size. Same parameters and buffers as `nn.BatchNorm2d`, so state dicts
-    are interchangeable.
-    """
-
-    def __init__(self, num_features: int, group_size: int | None = None, **kwargs) -> None:
-        _check_group_size(group_size)
-        super().__init__(num_features, **kwargs)
-        self.group_size = group_size
-
-    def forward(self, x: Tensor) -> Tensor:
-        n = x.shape[0]
-        g = self.group_size
-        if not self.training or g is None:
-            return super().forward(x)  # eval: running statistics, any batch size
-        if n % g:  # includes n < g: a group of fewer images would be other statistics
-            raise ValueError(f"training batch of {n} is not a multiple of bn_group_size={g}")
-        if n == g:
-            return super().forward(x)
-        # Each group is a contiguous chunk of the batch (a view in any memory format), normalised
-        # by the native batch-norm kernel; each updates a copy of the running statistics, and
-        # the copies are averaged.
-        if self.momentum is None:  # cumulative moving average, as nn.BatchNorm2d does
-            factor = 1.0 / float(self.num_batches_tracked + 1)
-        else:
-            factor = self.momentum
-        outs, means, variances = [], [], []
-        for chunk in x.split(g):
-            rm = self.running_mean.clone() if self.track_running_stats else None
-            rv = self.running_var.clone() if self.track_running_stats else None
-            outs.append(F.batch_norm(chunk, rm, rv, self.weight, self.bias, True, factor, self.eps))
-            means.append(rm)
-            variances.append(rv)
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.running_mean.copy_(torch.stack(means).mean(0))
-                self.running_var.copy_(torch.stack(variances).mean(0))
-                self.num_batches_tracked.add_(1)
-        return torch.cat(outs)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", group_size={self.group_size}"
-
-
-NormFactory = Callable[[int], nn.Module]
-
-
-def _norm_factory(bn_group_size: int | None) -> NormFactory:
-    if bn_group_size is None:
-        return nn.BatchNorm2d
-    return lambda c: GroupedBatchNorm2d(c, group_size=bn_group_size)
-
-
-# --------------------------------------------------------------------------------------
-# Shortcuts (§3.3)
-# --------------------------------------------------------------------------------------
-
-
-class ZeroPadShortcut(nn.Module):
-    """Option A: identity, subsampled by taking every `stride`-th pixel, with the extra
-    channels zero-padded. Parameter-free (§3.3, §4.2)."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
-        super().__init__()
-        if out_channels < in_channels:
-            raise ConfigError("option A shortcut cannot reduce channels")
-        self.extra = out_channels - in_channels
-        self.stride = stride
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.stride > 1:
-            x = x[:, :, :: self.stride, :: self.stride]
-        if self.extra:
-            x = F.pad(x, (0, 0, 0, 0, 0, self.extra))
-        return x
-
-    def extra_repr(self) -> str:
-        return f"pad_channels={self.extra}, stride={self.stride}"
-
-
-def _make_shortcut(
-    kind: Shortcut, in_channels: int, out_channels: int, stride: int, norm: NormFactory
-) -> nn.Module | None:
-    """The shortcut of one block, or None for a plain identity."""
-    changes = stride != 1 or in_channels != out_channels
-    if kind == "C" or (kind == "B" and changes):
-        # Projection: 1x1 conv (stride 2 where the map halves) + BN, torchvision's `downsample`.
-        return nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), norm(out_channels)
-        )
-    if kind == "A" and changes:
-        return ZeroPadShortcut(in_channels, out_channels, stride)
-    return None
-
-
-# --------------------------------------------------------------------------------------
-# Blocks
-# --------------------------------------------------------------------------------------
-
-
-def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
-
-
-def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
-
-
-class _Block(nn.Module):
-    """y = ReLU(F(x) + shortcut(x)) (§3.2, Fig. 2); plain blocks drop the addition."""
-
-    residual: bool
-    downsample: nn.Module | None
-    relu: nn.ReLU
-
-    def branch(self, x: Tensor) -> Tensor:
-        """The residual function F(x): output of the last BN, before addition and ReLU."""
-        raise NotImplementedError
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.branch(x)
-        if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
-        return self.relu(out)
-
-
-class BasicBlock(_Block):
-    """Two 3x3 convs, each followed by BN (§3.4); ReLU after the addition (Fig. 2)."""
-
-    expansion = 1
-
-    def __init__(
-        self,
-        in_channels: int,
-        planes: int,
-        stride: int,
-        norm: NormFactory,
-        residual: bool = True,
-        downsample: nn.Module | None = None,
-        bottleneck_stride: BottleneckStride = "1x1",
-    ) -> None:
-        super().__init__()
-        self.conv1 = conv3x3(in_channels, planes, stride)
-        self.bn1 = norm(planes)
-        self.conv2 = conv3x3(planes, planes)
-        self.bn2 = norm(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-        self.residual = residual
-
-    def branch(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        return self.bn2(self.conv2(out))
-
-
-class Bottleneck(_Block):
-    """1x1 (reduce), 3x3, 1x1 (restore, x4) convs, each followed by BN (§4.1, Fig. 5).
-
-    The paper puts the stride-2 of conv3_1/4_1/5_1 on the first 1x1 conv (as its Caffe
-    models do). torchvision moves it to the 3x3 ("ResNet v1.5", more accurate, ~0.3 GFLOPs
-    more for ResNet-50); `bottleneck_stride="3x3"` selects that variant.
-    """
-
-    expansion = 4
-
-    def __init__(
-        self,
-        in_channels: int,
-        planes: int,
-        stride: int,
-        norm: NormFactory,
-        residual: bool = True,
-        downsample: nn.Module | None = None,
-        bottleneck_stride: BottleneckStride = "1x1",
-    ) -> None:
-        super().__init__()
-        s1, s3 = (stride, 1) if bottleneck_stride == "1x1" else (1, stride)
-        self.conv1 = conv1x1(in_channels, planes, s1)
-        self.bn1 = norm(planes)
-        self.conv2 = conv3x3(planes, planes, s3)
-        self.bn2 = norm(planes)
-        self.conv3 = conv1x1(planes, planes * self.expansion)
-        self.bn3 = norm(planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-        self.residual = residual
-
-    def branch(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        return self.bn3(self.conv3(out))
-
-
-BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
 # --------------------------------------------------------------------------------------
@@ -489,40 +290,6 @@ def _builder(name: str) -> Callable[..., ResNet]:
 
 # Named builders as module attributes: `models.cifar_resnet110()`, `models.imagenet_resnet50()`.
 globals().update({name: _builder(name) for name in NAMED_MODELS})
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _out_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-
-
-def _conv_macs(conv: nn.Conv2d, size: int) -> tuple[int, int]:
-    """(multiply-adds, output size) of a conv on a size x size map."""
-    out = _out_size(size, conv.kernel_size[0], conv.stride[0], conv.padding[0], conv.dilation[0])  # type: ignore[arg-type]
-    k = conv.kernel_size[0] * conv.kernel_size[1] * conv.in_channels // conv.groups
-    return out * out * conv.out_channels * k, out
-
-
-def count_macs(model: ResNet, size: int) -> int:
-    """Forward multiply-adds per image of the convolutions and the FC layer (what Table 1's
-    FLOPs count), from the layer shapes alone: no forward pass. (A pass on the meta device
-    imports torch's compiler stack through relu/add, ~1.5 s; tests check this count against
-    torch.utils.flop_counter.) Normalisation, pooling and additions hold no multiply-adds."""
-    macs, hw = _conv_macs(model.conv1, size)
-    if isinstance(model.maxpool, nn.MaxPool2d):
-        hw = _out_size(hw, model.maxpool.kernel_size, model.maxpool.stride, model.maxpool.padding)  # type: ignore[arg-type]
-    for block in model.blocks():
-        block_in = hw
-        for conv in (block.conv1, block.conv2, getattr(block, "conv3", None)):
-            if conv is not None:
-                m, hw = _conv_macs(conv, hw)
-                macs += m
-        if isinstance(block.downsample, nn.Sequential):  # projection shortcut (B/C): 1x1 conv on the block's input
-            macs += _conv_macs(block.downsample[0], block_in)[0]
-    return macs + model.fc.in_features * model.fc.out_features
 
 
 def build_meta(name: str, **overrides) -> ResNet:

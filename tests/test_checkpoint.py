@@ -232,7 +232,7 @@ def test_eval_and_analyze_rebuild_the_network_as_trained_bn_groups_included(tmp_
     import resnet_repro.analyze as analyze
     import resnet_repro.evaluate as evaluate
     from conftest import train_tiny
-    from resnet_repro.models import GroupedBatchNorm2d
+    from resnet_repro.grouped_bn import GroupedBatchNorm2d
 
     train_tiny(tmp_path, ["model.bn_group_size=16", "trainer.max_iters=2", "trainer.eval_every=2"])
     seen: list[torch.nn.Module] = []
