@@ -27,9 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -46,34 +46,7 @@ from resnet_repro.loggers import write_json_atomic
 from resnet_repro.models import build_from_arch, input_size
 from resnet_repro.provenance import device_name, git_commit, peak_memory, reset_peak_memory
 from resnet_repro.policy import compile_mode, cpu_record, resolve_device, resolve_precision
-from resnet_repro.settings import RunSettings, check_types, run_settings
-
-# bench.precisions: training precisions timed side by side in one invocation (issue 19)
-PRECISION_PATHS = {
-    "fp32": ("off", "off"),
-    "fp32+channels_last": ("off", "on"),
-    "bf16": ("bf16", "off"),
-    "bf16+channels_last": ("bf16", "on"),
-}
-
-
-@dataclass(frozen=True)
-class BenchSettings:
-    iters: int = 50  # timed iterations
-    warmup: int = 10  # untimed iterations first (compilation, cudnn autotuning, allocator)
-    baseline: bool = True  # also time the naive DataLoader/PIL/fp32/eager baseline
-    baseline_workers: int = 4  # DataLoader workers of the baseline
-    concurrent: int = 1  # >1: also run this many configured benches at once on the device
-    synthetic: bool = False  # random batches already on the device (the model's ceiling)
-    json: str | None = None  # write the results here
-    decode_paths: tuple[str, ...] = ("device", "workers")  # imagenet: the data.decode paths to time
-    ceiling: bool = True  # imagenet: also time synthetic batches on the device (the model's ceiling)
-    # imagenet: timed batches of the input alone; many more than the loader prefetches
-    # (workers x prefetch_factor batches), which would otherwise be timed as free
-    input_iters: int = 50
-    # also time these training precisions (trainer.amp / channels_last forced), e.g.
-    # [fp32, bf16, bf16+channels_last]: names from PRECISION_PATHS
-    precisions: tuple[str, ...] = ()
+from resnet_repro.settings import PRECISION_PATHS, BenchSettings, RunSettings, run_settings
 
 
 def _task(cfg: DictConfig) -> None:
@@ -95,17 +68,13 @@ def _task(cfg: DictConfig) -> None:
 
 def bench_settings(b: dict[str, Any]) -> BenchSettings:
     """The `bench.*` settings, typed and range-checked (one clear line each)."""
-    unknown = sorted(set(b) - set(BenchSettings.__dataclass_fields__))
-    if unknown:
-        raise ConfigError(f"unknown bench setting(s) {unknown}; valid: {sorted(BenchSettings.__dataclass_fields__)}")
-    check_types(b, get_type_hints(BenchSettings), "bench.")
-    for key in ("decode_paths", "precisions"):
-        if key in b:
-            b[key] = tuple(b[key])
-    bad = [p for p in b.get("precisions", ()) if p not in PRECISION_PATHS]
+    from resnet_repro.config_schema import BenchSchema, validated
+
+    b = validated(b, BenchSchema, "bench.")  # types and keys (settings.BenchSettings)
+    bad = [p for p in b["precisions"] if p not in PRECISION_PATHS]
     if bad:
         raise ConfigError(f"unknown bench.precisions {bad}; choose from {', '.join(PRECISION_PATHS)}")
-    bench = BenchSettings(**b)
+    bench = BenchSettings(**{**b, "decode_paths": tuple(b["decode_paths"]), "precisions": tuple(b["precisions"])})
     if bench.iters < 1 or bench.warmup < 0 or bench.concurrent < 1 or bench.baseline_workers < 0 or bench.input_iters < 1:
         raise ConfigError(
             "bench.iters must be >= 1, bench.warmup >= 0, bench.concurrent >= 1, bench.baseline_workers >= 0 "

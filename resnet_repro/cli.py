@@ -168,7 +168,10 @@ def _hydra_command(module: str, config_name: str) -> Callable[[list[str]], int]:
         try:
             return hydra_entry.run(module, config_name)  # imports `module` (torch) only to run its task
         except (HydraException, OmegaConfBaseException) as e:
-            raise ReproError(one_line(e)) from None
+            from resnet_repro.config_schema import SCHEMAS, config_error
+
+            schema = SCHEMAS["eval_schema" if config_name == "eval" else "run_schema"]
+            raise (config_error(e, schema) or ReproError(one_line(e))) from None
         finally:
             sys.argv = saved_argv
             if saved_env is None:

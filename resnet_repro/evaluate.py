@@ -31,25 +31,20 @@ from resnet_repro.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint_
 from resnet_repro.data.build import imagenet_norm, load_cifar_splits
 from resnet_repro.data.pipeline import eval_batches
 from resnet_repro.engine import evaluate, precision, set_tf32
-from resnet_repro.errors import CheckpointError, ConfigError, DataError, ReproError
+from resnet_repro.errors import ConfigError, DataError, ReproError
 from resnet_repro.loggers import write_json_atomic
 from resnet_repro.models import build_from_arch, get_arch
 from resnet_repro.pretrained import apply_weights, infer_torchvision_model
 from resnet_repro.policy import resolve_device
 from resnet_repro.protocol_names import PROTOCOLS as IMAGENET_PROTOCOLS
 from resnet_repro.provenance import weights_digest
-from resnet_repro.settings import check_types
 from resnet_repro.trained import model_from_checkpoint
-
-
-# The types of conf/eval.yaml's settings (precise_bn_batches: its own check below).
-EVAL_TYPES = {"ckpt": str, "split": str, "protocol": str, "data_root": str | None, "workers": int,
-              "device": str, "batch_size": int}
+from resnet_repro.config_schema import EvalSchema, validated
 
 
 def _task(cfg: DictConfig) -> None:
     try:
-        check_types(OmegaConf.to_container(cfg), EVAL_TYPES, "")  # type: ignore[arg-type]
+        cfg = OmegaConf.create(validated(cfg, EvalSchema))  # conf/eval.yaml's types (settings.EvalSettings)
         evaluate_checkpoint(
             str(cfg.ckpt), split=str(cfg.split), data_root=cfg.data_root, device=str(cfg.device),
             batch_size=int(cfg.batch_size), protocol=str(cfg.protocol), workers=int(cfg.workers),

@@ -26,6 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from resnet_repro.config_schema import register_schemas
 from resnet_repro.errors import ReproError
 from resnet_repro.paths import CONF_DIR
 
@@ -251,6 +252,7 @@ def run(module: str, config_name: str) -> int:
 
     task.__module__ = module  # Hydra names the job (and its .log file) after this module
     register_resolvers()
+    register_schemas()
     _SWEEP.clear()
     try:
         hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task)()

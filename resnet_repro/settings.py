@@ -1,21 +1,25 @@
 """Typed settings of a run, built from the Hydra config in one place.
 
+The dataclasses below are also the config's schema (`config_schema.py`): Hydra checks types and
+keys at composition, and `run_settings(cfg)` adds only what a schema cannot say: value ranges
+and the rules that tie settings together (a BN group must divide the batch, a plateau needs a
+holdout, ...).
+
 `train` and `eval` (the entry layer) call `run_settings(cfg)`; everything below takes these
-dataclasses or plain arguments and never sees a DictConfig.
+dataclasses or plain arguments and never sees a DictConfig. No torch here: the schemas are
+registered before a command imports it.
 """
 
 from __future__ import annotations
 
-import types
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from resnet_repro.data.build import DataSettings
+from resnet_repro.archs import Arch, names_after_network
+from resnet_repro.data.settings import DataSettings
 from resnet_repro.errors import ConfigError
-from resnet_repro.models import Arch, names_after_network, validate_arch
-from resnet_repro.policy import COMPILE_MODES
 
 
 @dataclass(frozen=True)
@@ -40,9 +44,9 @@ class ScheduleSettings:
     base_lr: float = 0.1
     milestones: tuple[int, ...] = (32000, 48000)
     gamma: float = 0.1
-    warmup: dict[str, Any] | None = None  # enabled / lr / error_threshold / max_iters
+    warmup: dict[str, Any] | None = None  # WarmupSettings' keys but check_every (schedule.py takes a mapping)
     check_every: int = 100  # iterations averaged for the warm-up's running training error
-    plateau: dict[str, Any] | None = None
+    plateau: dict[str, Any] | None = None  # PlateauSettings' keys
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,8 @@ class TrainerSettings:
     ckpt_every: int = 2000
     eval_batch_size: int = 1000
     progress: bool = True
-    amp: str = "auto"  # auto (bf16 on CUDA and on CPUs with native bf16, else off) | bf16 | off
-    channels_last: str = "auto"  # auto (with bf16 autocast) | on | off
+    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
+    channels_last: str = "auto"  # auto (on for CUDA) | on | off
     sync_bn: bool = False  # SyncBatchNorm across processes (the paper did not synchronise)
     max_skipped_steps: int = 0  # steps with a nan/inf loss that may be skipped before stopping
     tf32: bool = True  # CUDA: TF32 for fp32 convs/matmuls (PyTorch's cuDNN default); false: strict fp32
@@ -93,97 +97,77 @@ class RunSettings:
     renamed_from: str | None = None  # the model name the config gave, when the network is another
 
 
-def parse_duration(value: str | int | float | None, key: str) -> float | None:
-    """Seconds from "HH:MM:SS", "DD:HH:MM:SS" (Lightning's max_time format) or a number of seconds."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ConfigError(f"{key} must be HH:MM:SS, DD:HH:MM:SS or seconds, got {value!r}")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        parts = str(value).strip().split(":")
-        try:
-            nums = [float(p) for p in parts]
-        except ValueError:
-            nums = []
-        if len(parts) not in (1, 3, 4) or len(nums) != len(parts) or any(n < 0 for n in nums):
-            raise ConfigError(f"{key} must be HH:MM:SS, DD:HH:MM:SS or seconds, got {value!r}")
-        seconds = sum(n * u for n, u in zip(reversed(nums), (1, 60, 3600, 86400)))
-    if not seconds > 0:
-        raise ConfigError(f"{key} must be a positive duration, got {value!r}")
-    return seconds
+@dataclass(frozen=True)
+class WarmupSettings:
+    """schedule.warmup (§4.2's warm-up of ResNet-110/1202); the defaults are schedule.py's."""
+
+    enabled: bool = True  # a warm-up section is on unless it says otherwise
+    lr: float = 0.01
+    error_threshold: float = 0.8
+    check_every: int = 100  # iterations averaged for the running training error
+    max_iters: int | None = None
 
 
-def _positive_int(value: Any, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
-    return value
+@dataclass(frozen=True)
+class PlateauSettings:
+    """schedule.plateau (§3.4's "divided by 10 when the error plateaus"); schedule.py's defaults."""
+
+    factor: float = 0.1
+    patience: int = 5
+    threshold: float = 1e-3
+    min_lr: float = 0.0
+    window: int = 1
 
 
-def _known(section: dict[str, Any], allowed: set[str], where: str) -> dict[str, Any]:
-    unknown = sorted(set(section) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown {where} setting(s) {unknown}; valid: {sorted(allowed)}")
-    return section
+@dataclass(frozen=True)
+class BenchSettings:
+    """`bench.*` (resnet_repro/bench.py)."""
+
+    iters: int = 50  # timed iterations
+    warmup: int = 10  # untimed iterations first (compilation, cudnn autotuning, allocator)
+    baseline: bool = True  # also time the naive DataLoader/PIL/fp32/eager baseline
+    baseline_workers: int = 4  # DataLoader workers of the baseline
+    concurrent: int = 1  # >1: also run this many configured benches at once on the device
+    synthetic: bool = False  # random batches already on the device (the model's ceiling)
+    json: str | None = None  # write the results here
+    decode_paths: tuple[str, ...] = ("device", "workers")  # imagenet: the data.decode paths to time
+    ceiling: bool = True  # imagenet: also time synthetic batches on the device (the model's ceiling)
+    # imagenet: timed batches of the input alone; many more than the loader prefetches
+    # (workers x prefetch_factor batches), which would otherwise be timed as free
+    input_iters: int = 50
+    # also time these training precisions (trainer.amp / channels_last forced), e.g.
+    # [fp32, bf16, bf16+channels_last]: names from PRECISION_PATHS
+    precisions: tuple[str, ...] = ()
 
 
-# schedule.warmup and schedule.plateau are plain mappings (schedule.py takes them as keyword
-# settings); the types of their keys, checked like the dataclass fields above.
-WARMUP_TYPES = {"enabled": bool, "lr": float, "error_threshold": float, "check_every": int, "max_iters": int | None}
-PLATEAU_TYPES = {"factor": float, "patience": int, "threshold": float, "min_lr": float, "window": int}
-
-_SINGULAR = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-_PLURAL = {int: "integers", float: "numbers", bool: "booleans", str: "strings"}
-
-
-def _describe(tp: Any) -> str:
-    origin, args = get_origin(tp), get_args(tp)
-    if tp is type(None):
-        return "null"
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if origin is Literal:  # the allowed values get their own message later
-        return _describe(type(args[0]))
-    if origin is tuple:
-        if args[1:] == (Ellipsis,):
-            return f"a list of {_PLURAL.get(args[0], 'values')}"
-        return f"a list of {len(args)} {_PLURAL.get(args[0], 'values')}"
-    if origin is dict or tp is dict:
-        return "a mapping of settings"
-    return _SINGULAR.get(tp, getattr(tp, "__name__", str(tp)))
+# bench.precisions: training precisions timed side by side in one invocation (issue 19):
+# name -> (trainer.amp, trainer.channels_last)
+PRECISION_PATHS = {
+    "fp32": ("off", "off"),
+    "fp32+channels_last": ("off", "on"),
+    "bf16": ("bf16", "off"),
+    "bf16+channels_last": ("bf16", "on"),
+}
 
 
-def _matches(value: Any, tp: Any) -> bool:
-    origin, args = get_origin(tp), get_args(tp)
-    if tp is Any:
-        return True
-    if tp is type(None):
-        return value is None
-    if origin in (Union, types.UnionType):
-        return any(_matches(value, a) for a in args)
-    if origin is Literal:
-        return _matches(value, type(args[0]))
-    if origin is tuple:  # YAML has lists, not tuples
-        if not isinstance(value, (list, tuple)):
-            return False
-        elems = [args[0]] * len(value) if args[1:] == (Ellipsis,) else list(args)
-        return len(elems) == len(value) and all(_matches(v, t) for v, t in zip(value, elems))
-    if origin is dict or tp is dict:
-        return isinstance(value, dict)
-    if isinstance(value, bool):  # bool is an int subclass: true is not a number of iterations
-        return tp is bool
-    if tp is float:
-        return isinstance(value, (int, float))
-    return isinstance(value, tp)
+@dataclass(frozen=True)
+class EvalSettings:
+    """`python -m resnet_repro eval` (conf/eval.yaml)."""
+
+    ckpt: str = "???"
+    split: str = "test"
+    protocol: str = "auto"
+    data_root: str | None = None
+    workers: int = 8
+    decode: str = "auto"
+    device: str = "auto"
+    batch_size: int = 1000
+    precise_bn_batches: str | int = "auto"  # "auto" or a count (checked by evaluate.py)
 
 
-def check_types(section: dict[str, Any], hints: dict[str, Any], where: str) -> None:
-    """One clear line for a setting of the wrong type (`schedule.base_lr=fast`), before any
-    code compares or computes with it. `hints` maps each key to its annotation."""
-    for key, value in section.items():
-        if key in hints and not _matches(value, hints[key]):
-            raise ConfigError(f"{where}{key} must be {_describe(hints[key])}, got {value!r}")
+# --------------------------------------------------------------------------------------------
+# From a composed config: ranges and the rules between settings
+# --------------------------------------------------------------------------------------------
 
 
 def per_process_batch_checked(model: ModelSettings, trainer: TrainerSettings, world_size: int) -> int:
@@ -213,55 +197,73 @@ def _named_after_network(model: ModelSettings, exp_name: str) -> tuple[ModelSett
     return replace(model, name=name), exp_name, model.name
 
 
-def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
-    """Validate a composed config and turn it into typed settings (one clear error each)."""
-    c: dict[str, Any] = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+def parse_duration(value: str | int | float | None, key: str) -> float | None:
+    """Seconds from "HH:MM:SS", "DD:HH:MM:SS" (Lightning's max_time format) or a number of seconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ConfigError(f"{key} must be HH:MM:SS, DD:HH:MM:SS or seconds, got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        parts = str(value).strip().split(":")
+        try:
+            nums = [float(p) for p in parts]
+        except ValueError:
+            nums = []
+        if len(parts) not in (1, 3, 4) or len(nums) != len(parts) or any(n < 0 for n in nums):
+            raise ConfigError(f"{key} must be HH:MM:SS, DD:HH:MM:SS or seconds, got {value!r}")
+        seconds = sum(n * u for n, u in zip(reversed(nums), (1, 60, 3600, 86400)))
+    if not seconds > 0:
+        raise ConfigError(f"{key} must be a positive duration, got {value!r}")
+    return seconds
 
-    m = dict(c["model"])
-    arch_keys = set(Arch.__dataclass_fields__)
-    _known(m, arch_keys | {"name", "bn_group_size", "weights", "freeze_backbone"}, "model")
-    check_types(m, {**get_type_hints(Arch), **get_type_hints(ModelSettings)}, "model.")
-    arch = Arch(**{k: m[k] for k in arch_keys if k in m})
-    model = ModelSettings(
-        name=m["name"], arch=arch, bn_group_size=m.get("bn_group_size"), weights=m.get("weights"),
-        freeze_backbone=m.get("freeze_backbone", False),
-    )
+
+def _positive_int(value: Any, key: str) -> int:
+    if value < 1:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+    return value
+
+
+def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
+    """Check a composed config (or a checkpoint's saved one) and turn it into typed settings:
+    types and keys by the schema, then ranges and cross-field rules (one clear error each)."""
+    from resnet_repro.config_schema import validated
+    from resnet_repro.models import validate_arch
+    from resnet_repro.policy import COMPILE_MODES
+
+    c: dict[str, Any] = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    v = validated(c)
+
+    m = v["model"]
+    arch = Arch(**{k: m[k] for k in Arch.__dataclass_fields__})
+    model = ModelSettings(name=m["name"], arch=arch, bn_group_size=m["bn_group_size"], weights=m["weights"],
+                          freeze_backbone=m["freeze_backbone"])
     if model.weights == "required":  # an exp that only makes sense from pretrained weights
         raise ConfigError(
-            f"exp {c.get('exp_name')} fine-tunes pretrained weights: give model.weights=<torchvision "
+            f"exp {v['exp_name']} fine-tunes pretrained weights: give model.weights=<torchvision "
             f"{model.name.removeprefix('torchvision_')} .pth file or one of our checkpoints>"
         )
     if model.freeze_backbone and not model.weights:
         raise ConfigError("model.freeze_backbone=true needs model.weights=<file> to start from")
     validate_arch(arch, model.bn_group_size)  # every model setting is checked before any data is loaded
 
-    d = _known(dict(c["data"]), set(DataSettings.__dataclass_fields__), "data")
-    check_types(d, get_type_hints(DataSettings), "data.")
-    if "scale" in d:
-        d["scale"] = tuple(d["scale"])
-    data = DataSettings(**d)
+    d = v["data"]
+    if len(d["scale"]) != 2:  # a schema's tuple has no length
+        raise ConfigError(f"data.scale must be a list of 2 integers, got {d['scale']!r}")
+    data = DataSettings(**{**d, "scale": tuple(d["scale"])})
     if data.val_size < 0:
         raise ConfigError(f"data.val_size must be >= 0, got {data.val_size}")
 
-    o = dict(c["optim"])
-    o.pop("name", None)
-    check_types(_known(o, set(OptimSettings.__dataclass_fields__), "optim"), get_type_hints(OptimSettings), "optim.")
-    optim = OptimSettings(**o)
+    optim = OptimSettings(**{k: x for k, x in v["optim"].items() if k != "name"})
 
-    s = dict(c["schedule"])
-    check_types(s, get_type_hints(ScheduleSettings), "schedule.")
-    check_types(s.get("warmup") or {}, WARMUP_TYPES, "schedule.warmup.")
-    check_types(s.get("plateau") or {}, PLATEAU_TYPES, "schedule.plateau.")
-    warmup = dict(s.pop("warmup", None) or {})
+    s = dict(v["schedule"])
+    warmup = dict(s.pop("warmup") or {})
     check_every = _positive_int(warmup.pop("check_every", 100), "schedule.warmup.check_every")
     if warmup.get("max_iters") is not None:
         _positive_int(warmup["max_iters"], "schedule.warmup.max_iters")
-    schedule = ScheduleSettings(
-        **_known(s, set(ScheduleSettings.__dataclass_fields__) - {"warmup", "check_every"}, "schedule"),
-        warmup=warmup or None,
-        check_every=check_every,
-    )
-    schedule = ScheduleSettings(**{**schedule.__dict__, "milestones": tuple(schedule.milestones)})
+    schedule = ScheduleSettings(**{**s, "milestones": tuple(s["milestones"])}, warmup=warmup or None,
+                                check_every=check_every)
     if schedule.kind == "plateau" and data.val_size == 0:
         # Nothing to watch: the LR would silently stay at base_lr for the whole run.
         raise ConfigError(
@@ -269,22 +271,14 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
             "set data.val_size=N (e.g. 10000) or use a fixed schedule (schedule=imagenet_step)"
         )
 
-    t = _known(dict(c["trainer"]), set(TrainerSettings.__dataclass_fields__), "trainer")
+    t = v["trainer"]
     for key in ("amp", "channels_last", "compile"):  # `compile: false` (a YAML bool) means off
-        if isinstance(t.get(key), bool):
-            t[key] = str(t[key]).lower()
-    check_types(t, get_type_hints(TrainerSettings), "trainer.")
+        t[key] = str(t[key]).lower()
     for key in ("batch_size", "max_iters", "eval_every", "log_every", "ckpt_every", "eval_batch_size"):
-        if key in t:
-            _positive_int(t[key], f"trainer.{key}")
-    trainer = TrainerSettings(
-        **{k: (str(v).lower() if k in ("amp", "channels_last", "compile") else v) for k, v in t.items()}
-    )
-    if isinstance(trainer.max_skipped_steps, bool) or not isinstance(trainer.max_skipped_steps, int) \
-            or trainer.max_skipped_steps < 0:
+        _positive_int(t[key], f"trainer.{key}")
+    trainer = TrainerSettings(**t)
+    if trainer.max_skipped_steps < 0:
         raise ConfigError(f"trainer.max_skipped_steps must be an integer >= 0, got {trainer.max_skipped_steps!r}")
-    if not isinstance(trainer.tf32, bool):
-        raise ConfigError(f"trainer.tf32 must be true or false, got {trainer.tf32!r}")
     trainer.max_time_s  # noqa: B018  (a malformed duration: one line now, not mid-run)
     if trainer.pause_at is not None:
         _positive_int(trainer.pause_at, "trainer.pause_at")
@@ -302,22 +296,18 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
             f"trainer.batch_size={trainer.batch_size} is not a multiple of model.bn_group_size={g}"
         )
 
-    lg = _known(dict(c["logger"]), set(LoggerSettings.__dataclass_fields__), "logger")
-    check_types(lg, get_type_hints(LoggerSettings), "logger.")
-    lg["tags"] = tuple(lg.get("tags") or ())
-    logger = LoggerSettings(**lg)
+    logger = LoggerSettings(**{**v["logger"], "tags": tuple(v["logger"]["tags"])})
     if logger.name not in ("wandb", "none"):
         raise ConfigError(f"unknown logger {logger.name!r}; choose wandb or none")
 
-    seed = c.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    if v["seed"] < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {v['seed']!r}")
     exp_name = str(c.get("exp_name") or model.name)
     model, exp_name, renamed_from = _named_after_network(model, exp_name)
     return RunSettings(
         exp_name=exp_name,
         renamed_from=renamed_from,
-        seed=seed,
+        seed=v["seed"],
         model=model,
         data=data,
         optim=optim,
