@@ -53,7 +53,7 @@ def test_cli_multirun_gives_one_run_dir_per_job(tmp_path: Path) -> None:
         (["trainer.batch_size=0"], "trainer.batch_size must be a positive integer, got 0"),
         (["trainer.max_iters=-5"], "trainer.max_iters must be a positive integer, got -5"),
         (["trainer.device=tpu"], "trainer.device must be auto, cpu or cuda"),
-        (["trainer.nonsense=1"], "Could not override 'trainer.nonsense'"),
+        (["trainer.nonsense=1"], "unknown trainer setting(s) ['nonsense']"),
         (["data=cifar10", "data.root=/nonexistent/cifar10", "data.download=false"], "/nonexistent/cifar10"),
     ],
 )
