@@ -60,9 +60,26 @@ def make_sgd(params, *, lr: float, momentum: float, weight_decay: float, nestero
 
 def set_tf32(enabled: bool) -> None:
     """CUDA: let fp32 convolutions and matmuls use TF32 tensor cores (10-bit significand
-    products, fp32 accumulation; PyTorch's default for cuDNN convolutions) or keep strict fp32."""
-    torch.backends.cudnn.allow_tf32 = enabled
-    torch.backends.cuda.matmul.allow_tf32 = enabled
+    products, fp32 accumulation; PyTorch's default for cuDNN convolutions) or keep strict fp32.
+    Through `fp32_precision` where torch has it (the `allow_tf32` setters warn from torch 2.9,
+    and reading them after the new API was used raises)."""
+    if _NEW_TF32_API:
+        mode = "tf32" if enabled else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = mode
+        torch.backends.cudnn.conv.fp32_precision = mode
+    else:
+        torch.backends.cudnn.allow_tf32 = enabled
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+
+
+def tf32_enabled() -> bool:
+    """Whether fp32 convolutions and matmuls may use TF32 (both, as `set_tf32` sets them)."""
+    if _NEW_TF32_API:
+        return torch.backends.cuda.matmul.fp32_precision == "tf32" and torch.backends.cudnn.conv.fp32_precision == "tf32"
+    return bool(torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32)
+
+
+_NEW_TF32_API = hasattr(torch.backends.cuda.matmul, "fp32_precision") and hasattr(torch.backends.cudnn, "conv")
 
 
 def precision(device: torch.device, *, amp: bool, tf32: bool) -> str:

@@ -70,6 +70,20 @@ def _fresh_machine_caches(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(autouse=True)
+def _restore_torch_globals():
+    """In-process runs set TF32 (trainer.tf32) and tests may set thread counts: every test
+    starts from and leaves the settings the session began with."""
+    new_api = hasattr(torch.backends.cuda.matmul, "fp32_precision")  # torch >= 2.9 (engine.set_tf32)
+    flags = [(torch.backends.cuda.matmul, "fp32_precision" if new_api else "allow_tf32"),
+             (torch.backends.cudnn.conv if new_api else torch.backends.cudnn, "fp32_precision" if new_api else "allow_tf32")]
+    saved, threads = [getattr(o, name) for o, name in flags], torch.get_num_threads()
+    yield
+    for (o, name), value in zip(flags, saved):
+        setattr(o, name, value)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def _per_test_data_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Decoded image folders are cached per test: no test sees another's (or a user's) cache.
     monkeypatch.setenv("RESNET_REPRO_CACHE", str(tmp_path / "resnet_repro_cache"))

@@ -39,6 +39,30 @@ def slow_save(obj, f, *a, **k):
 torch.save = slow_save
 """
 
+# Imported by a subprocess that is to be stopped at a known iteration: after its first
+# checkpoint (iteration 4 of LONG) it announces it and waits for the test's SIGTERM, so the
+# signal lands at that iteration on a machine of any speed. Its handler is in place before the
+# announcement (no race); Python runs signal handlers in the main thread, whichever thread the
+# signal reaches; the run's own handler then sees the signal as usual.
+WAIT_AT_FIRST_CHECKPOINT = """
+import signal, sys, time, torch
+_save, _waited = torch.save, []
+def save_then_wait(obj, f, *a, **k):
+    _save(obj, f, *a, **k)
+    if not _waited:
+        _waited.append(True)
+        run_handler, seen = signal.getsignal(signal.SIGTERM), []
+        def note(signum, frame):
+            seen.append(signum)
+            run_handler(signum, frame)
+        signal.signal(signal.SIGTERM, note)
+        sys.stderr.write("FIRST-CKPT\\n"); sys.stderr.flush()
+        while not seen:
+            time.sleep(0.01)
+        signal.signal(signal.SIGTERM, run_handler)
+torch.save = save_then_wait
+"""
+
 
 def train(run_dir: Path, overrides: list[str]) -> dict:
     return train_from_config(compose_config(overrides), run_dir, overrides)
@@ -56,9 +80,19 @@ def start(run_dir: Path, extra_env: dict[str, str] | None = None, args: list[str
     )
 
 
-def wait_for(proc: subprocess.Popen, marker: str, count: int = 1, timeout: float = 120) -> None:
-    seen, deadline = 0, time.time() + timeout
-    while time.time() < deadline:
+def hook(tmp_path: Path, code: str) -> dict[str, str]:
+    """The environment of a subprocess that runs `code` at start-up (as its sitecustomize)."""
+    d = tmp_path / "hook"
+    d.mkdir()
+    (d / "sitecustomize.py").write_text(code)
+    return {"PYTHONPATH": str(d)}
+
+
+def wait_for(proc: subprocess.Popen, marker: str, count: int = 1) -> None:
+    """Read the process's stderr until `marker` has appeared `count` times (a hang is ended by
+    pytest-timeout, not a deadline here)."""
+    seen = 0
+    while True:
         line = proc.stderr.readline()
         if not line:
             break
@@ -89,10 +123,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_sigkill_anywhere_then_resume_equals_an_uninterrupted_run(tmp_path: Path, reference: Path) -> None:
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(SLOW_SAVE)
-    env = {"PYTHONPATH": str(hook)}
+    env = hook(tmp_path, SLOW_SAVE)
     run = tmp_path / "run"
     rng = random.Random(0)
     kills = 0
@@ -120,19 +151,15 @@ def test_sigkill_anywhere_then_resume_equals_an_uninterrupted_run(tmp_path: Path
 @pytest.mark.slow
 def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path: Path, reference: Path) -> None:
     run = tmp_path / "run"
-    proc = start(run)
-    # Wait until training is under way (the first metrics row), then ask it to stop.
-    deadline = time.time() + 120
-    while not (run / "metrics.jsonl").exists() or not read_jsonl(run / "metrics.jsonl"):
-        assert time.time() < deadline and proc.poll() is None
-        time.sleep(0.05)
+    proc = start(run, hook(tmp_path, WAIT_AT_FIRST_CHECKPOINT))
+    wait_for(proc, "FIRST-CKPT")  # at iteration 4, waiting for the signal
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "stopped by SIGTERM at iteration" in err and f"resume={run}" in err
     assert "Traceback" not in err
     stopped_at = int(err.split("stopped by SIGTERM at iteration ")[1].split(";")[0])
-    assert load_checkpoint(run / "checkpoints" / "last.pt")["meta"]["iteration"] == stopped_at < 48
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["meta"]["iteration"] == stopped_at == 4
     r = subprocess.run([sys.executable, "-m", "resnet_repro", "train", f"resume={run}"], cwd=REPO,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -263,12 +290,9 @@ def test_an_unwritable_metrics_file_is_a_clear_error(tmp_path: Path, monkeypatch
 @pytest.mark.slow
 def test_a_second_process_on_a_run_dir_in_use_is_refused(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    first = start(run, args=[*LONG, "trainer.max_iters=100000"])
+    first = start(run, hook(tmp_path, WAIT_AT_FIRST_CHECKPOINT), args=[*LONG, "trainer.max_iters=100000"])
     try:
-        deadline = time.time() + 120
-        while not (run / "metrics.jsonl").exists():
-            assert time.time() < deadline and first.poll() is None
-            time.sleep(0.05)
+        wait_for(first, "FIRST-CKPT")  # training, holding the run dir, waiting
         second = subprocess.run([sys.executable, "-m", "resnet_repro", "train", *LONG, f"hydra.run.dir={run}"],
                                 cwd=REPO, capture_output=True, text=True, timeout=120)
         assert second.returncode == 2

@@ -310,7 +310,7 @@ def test_precision_names_what_a_number_was_computed_in() -> None:
     assert engine.precision(cpu, amp=False, tf32=True) == "fp32"  # TF32 exists on CUDA only
     engine.set_tf32(False)
     try:
-        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert not engine.tf32_enabled()
     finally:
         engine.set_tf32(True)
 
