@@ -83,6 +83,8 @@ def check_group_overrides(argv: list[str]) -> None:
     before Hydra composes anything (Hydra's own message is several lines long)."""
     groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
     for arg in argv:
+        if arg.lstrip("+~").startswith("="):
+            raise ReproError(f"override {arg!r} names no setting: write key=value (e.g. seed=5)")
         m = _GROUP_OVERRIDE.match(arg)
         if not m or m.group("group") not in groups:
             continue
@@ -145,6 +147,13 @@ def one_line(e: BaseException) -> str:
     return " ".join(lines[:3]) or type(e).__name__
 
 
+def _raised_by_hydra(e: BaseException) -> bool:
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}hydra{os.sep}" in tb.tb_frame.f_code.co_filename
+
+
 def _hydra_command(module: str, config_name: str) -> Callable[[list[str]], int]:
     def run(argv: list[str]) -> int:
         if not CONF_DIR.is_dir():
@@ -167,6 +176,10 @@ def _hydra_command(module: str, config_name: str) -> Callable[[list[str]], int]:
         os.environ["HYDRA_FULL_ERROR"] = "1"
         try:
             return hydra_entry.run(module, config_name)  # imports `module` (torch) only to run its task
+        except ValueError as e:  # Hydra's own argument checks (`-m` with `--cfg`, ...); ours are ReproErrors
+            if not _raised_by_hydra(e):
+                raise
+            raise ReproError(one_line(e)) from None
         except (HydraException, OmegaConfBaseException) as e:
             from resnet_repro.config_schema import SCHEMAS, config_error
 

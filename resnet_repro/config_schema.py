@@ -15,7 +15,7 @@ from dataclasses import MISSING, field, fields, make_dataclass
 from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 from resnet_repro.archs import Arch
 from resnet_repro.data.settings import DataSettings
@@ -183,6 +183,8 @@ def config_error(e: BaseException, schema: type = RunSchema, values: Any = None,
         section = (prefix + ".".join(path[:-1])).rstrip(".")
         valid = sorted(f.name for f in fields(holder)) if holder is not None else []
         return ConfigError(f"unknown {section + ' ' if section else ''}setting(s) {[path[-1]]}; valid: {valid}")
+    if isinstance(e, MissingMandatoryValue):
+        return ConfigError(f"{where} is required: give {where}=... on the command line")
     value = _lookup(values, path)
     if value is _MISSING_VALUE:
         m = _VALUE.search(getattr(e, "msg", "") or str(e))
@@ -203,7 +205,7 @@ def validated(values: dict[str, Any] | DictConfig, schema: type = RunSchema, pre
     plain = values if isinstance(values, dict) else OmegaConf.to_container(values, resolve=True)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), plain)
-        return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
+        return OmegaConf.to_container(merged, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
     except OmegaConfBaseException as e:
         raise (config_error(e, schema, plain, prefix) or ConfigError(str(e).splitlines()[0])) from None
 

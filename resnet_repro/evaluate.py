@@ -215,7 +215,7 @@ def evaluate_checkpoint(
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size}")
     path = resolve_checkpoint_path(ckpt)
     state = load_checkpoint(path, any_state_dict=True)
-    dev = resolve_device(device)
+    dev = resolve_device(device, key="device")
 
     from resnet_repro.peers import is_akamaster
 

@@ -57,3 +57,40 @@ def test_help_does_not_import_torch(command: str) -> None:
     r = subprocess.run([sys.executable, "-c", _IMPORTS_AFTER, *argv], capture_output=True, text=True)
     assert "usage" in r.stdout.lower() or "powered by hydra" in r.stdout.lower(), r.stdout + r.stderr
     assert r.stderr.strip().splitlines()[-1] == "False", r.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "+exp=cifar_resnet20", "=5"], "override '=5' names no setting"),  # was Hydra's ValueError
+        (["train", "-m", "+exp=cifar_resnet20", "seed=0,1", "--cfg", "job"], "Only one of --run, --multirun, --cfg"),
+        (["eval"], "ckpt is required"),  # was preceded by "Error executing job with overrides: []"
+        (["eval", "ckpt=/x", "bogus=1"], "unknown setting(s) ['bogus']"),
+    ],
+)
+def test_hydra_argument_errors_are_one_line(argv: list[str], message: str) -> None:
+    r = subprocess.run([sys.executable, "-m", "resnet_repro", *argv], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and message in r.stderr, r.stderr
+
+
+def test_eval_help_names_eval_and_only_its_own_settings() -> None:
+    out = subprocess.run([sys.executable, "-m", "resnet_repro", "eval", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.startswith("eval is powered by Hydra")
+    assert "ckpt: ???" in out and "precise_bn_batches" in out
+    assert "\nexp:" not in out and "\nmodel:" not in out and "Configuration groups" not in out
+
+
+def test_eval_device_error_names_evals_own_key(tmp_path) -> None:
+    import torch
+
+    from conftest import train_tiny
+    from resnet_repro.errors import ConfigError
+    from resnet_repro.evaluate import evaluate_checkpoint
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    train_tiny(tmp_path, ["trainer.max_iters=2", "trainer.eval_every=2"])
+    with pytest.raises(ConfigError, match=r"^device=cuda but no CUDA device is available \(use device=cpu or auto\)$"):
+        evaluate_checkpoint(tmp_path, device="cuda")
