@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ from resnet_repro.engine import make_sgd, maybe_compile, train_step
 from resnet_repro.errors import ConfigError, ReproError
 from resnet_repro.loggers import write_json_atomic
 from resnet_repro.models import build_from_arch, input_size
-from resnet_repro.provenance import device_name, git_commit, peak_memory, reset_peak_memory
+from resnet_repro.provenance import environment, peak_memory, reset_peak_memory
 from resnet_repro.policy import compile_mode, cpu_record, resolve_device, resolve_precision
 from resnet_repro.settings import PRECISION_PATHS, BenchSettings, RunSettings, run_settings
 
@@ -273,11 +272,8 @@ def run_bench(settings: RunSettings, bench: BenchSettings, overrides: list[str] 
         "batch_size": settings.trainer.batch_size,
         "iters": bench.iters,
         "warmup": bench.warmup,
-        "device": device_name(device),
-        "torch": torch.__version__,
+        **environment(device),
         "torchvision": torchvision.__version__,
-        "python": platform.python_version(),
-        "git_commit": git_commit(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),

@@ -34,6 +34,12 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
+def environment(device: torch.device) -> dict[str, str]:
+    """What every record names: the device, torch, python and the package's commit."""
+    return {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
+            "git_commit": git_commit()}
+
+
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
