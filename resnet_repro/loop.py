@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import platform
 import signal
 import sys
 import threading
@@ -43,7 +42,7 @@ from resnet_repro import judge
 from resnet_repro.loggers import JsonlSink, MetricsSink, MultiSink, WandbSink, round_floats, write_json_atomic
 from resnet_repro.models import build_from_arch, count_macs, count_params, input_size
 from resnet_repro.pretrained import apply_weights, freeze_backbone, load_weights, set_train_mode
-from resnet_repro.provenance import device_name, git_commit, peak_memory, weights_digest
+from resnet_repro.provenance import environment, peak_memory, weights_digest
 from resnet_repro.rundir import resume_checkpoint
 from resnet_repro.schedule import WarmupUntilError, build_schedule
 from resnet_repro.policy import Precision, compile_mode, resolve_precision, use_channels_last
@@ -526,13 +525,12 @@ class Trainer:
             "train_time_s": round(state.train_time, 2), "wall_time_s": round(state.wall_time, 2),
             "images_per_s": round((state.timed_iters or state.iteration) * tr.batch_size / max(state.train_time, 1e-9), 1),
             "peak_memory_bytes": peak, "peak_memory_kind": peak_kind,
-            "device": device_name(self.device), "world_size": self.world.size,
+            **environment(self.device), "world_size": self.world.size,
             "amp": "bf16" if self.amp else "off",
             "train_precision": precision(self.device, amp=self.amp, tf32=tr.tf32),
             "eval_precision": precision(self.device, amp=False, tf32=tr.tf32),
             "channels_last": self.channels_last,
             "precision_reason": self.precision.reason,
-            "torch": torch.__version__, "python": platform.python_version(), "git_commit": git_commit(),
             "data": s.data.name, "data_fingerprint": data.fingerprint, "num_classes": data.num_classes,
             "train_size": data.sizes["train"], "val_size": data.sizes["val"], "test_size": data.sizes["test"],
             "batch_size": tr.batch_size, "max_iters": tr.max_iters,

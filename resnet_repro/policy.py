@@ -98,18 +98,19 @@ def use_channels_last(setting: str, device: torch.device) -> bool:
     return resolve_precision("auto", setting, device).channels_last
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when available; asking for CUDA without one is an error."""
+def resolve_device(device: str, key: str = "trainer.device") -> torch.device:
+    """'auto' picks CUDA when available; asking for CUDA without one is an error (naming `key`:
+    the setting the user gave, `device` for eval)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
-        raise ConfigError(f"trainer.device must be auto, cpu or cuda[:N], got {device!r}") from None
+        raise ConfigError(f"{key} must be auto, cpu or cuda[:N], got {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("trainer.device=cuda but no CUDA device is available (use trainer.device=cpu or auto)")
+        raise ConfigError(f"{key}=cuda but no CUDA device is available (use {key}=cpu or auto)")
     if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"trainer.device must be auto, cpu or cuda[:N], got {device!r}")
+        raise ConfigError(f"{key} must be auto, cpu or cuda[:N], got {device!r}")
     return dev
 
 
