@@ -122,6 +122,7 @@ def job_dir_name(run: str, seed: Any, overrides: Any) -> str:
 
 
 def register_resolvers() -> None:
+    register_schemas()  # conf/config.yaml and eval.yaml name the schemas: whoever composes needs both
     if not OmegaConf.has_resolver("sweep_name"):
         OmegaConf.register_new_resolver("sweep_name", sweep_name, use_cache=True)
     if not OmegaConf.has_resolver("job_dir"):
@@ -252,7 +253,6 @@ def run(module: str, config_name: str) -> int:
 
     task.__module__ = module  # Hydra names the job (and its .log file) after this module
     register_resolvers()
-    register_schemas()
     _SWEEP.clear()
     try:
         hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task)()

@@ -233,6 +233,11 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
     from resnet_repro.policy import COMPILE_MODES
 
     c: dict[str, Any] = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    # The schema fills in a missing setting's default, never a missing section: a partial config
+    # (a W&B run's, an old record's) is not a recipe.
+    missing = [s for s in ("model", "data", "optim", "schedule", "trainer", "logger") if not isinstance(c.get(s), dict)]
+    if missing:
+        raise ConfigError(f"the config has no {', '.join(missing)} section(s): not a run's complete config")
     v = validated(c)
 
     m = v["model"]

@@ -16,7 +16,6 @@ from torch import Tensor, nn
 from resnet_repro.data.generated_folders import write_image_folder  # noqa: F401 (the tests' one folder writer)
 from resnet_repro.data.transforms import normalization
 from resnet_repro.paths import CONF_DIR
-from resnet_repro.config_schema import register_schemas
 from resnet_repro.hydra_entry import register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,8 +38,7 @@ TINY = SYNTH + TINY_TRAINER
 
 
 def compose_config(overrides: list[str], config_name: str = "config") -> DictConfig:
-    register_resolvers()
-    register_schemas()
+    register_resolvers()  # and the config schemas
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name=config_name, overrides=overrides)
 
