@@ -135,7 +135,7 @@ def time_configured(settings: RunSettings, bench: BenchSettings, device: torch.d
         data = build_training_data(settings.data, settings.seed, batch_size=tr.batch_size,
                                    eval_batch_size=tr.eval_batch_size, device=device, world=World())
         num_classes, batches, source = data.num_classes, data.stream.iterate(0), f"{settings.data.name} pipeline"
-    from resnet_repro.loop import make_model
+    from resnet_repro.training_model import make_model
 
     arch = replace(settings.model.arch, num_classes=settings.model.arch.num_classes or num_classes)
     model = make_model(replace(settings, model=replace(settings.model, arch=arch)), device, World())

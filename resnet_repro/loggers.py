@@ -256,3 +256,19 @@ class MultiSink:
                 errors.append(e)
         if errors:
             raise errors[0]
+
+
+def run_sinks(run_dir: Path, logger: Any, *, is_main: bool, truncate_after_iter: int, record: dict[str, Any],
+              wandb_id: str | None, name: str) -> tuple[MetricsSink, str | None]:
+    """A run's sinks: metrics.jsonl, plus W&B with `logger.name == "wandb"` (`logger`: the
+    typed LoggerSettings), on rank 0 only (other ranks log nothing). Returns the sink and the
+    W&B run id to keep in the checkpoint (so a resumed run continues the same W&B run)."""
+    if not is_main:
+        return MultiSink([]), wandb_id
+    sinks: list[MetricsSink] = [JsonlSink(run_dir / "metrics.jsonl", truncate_after_iter=truncate_after_iter)]
+    if logger.name == "wandb":
+        wb = WandbSink(project=logger.project, run_dir=run_dir, config=record, mode=logger.mode, entity=logger.entity,
+                       run_id=wandb_id, name=name, tags=list(logger.tags))
+        wandb_id = wb.run_id
+        sinks.append(wb)
+    return MultiSink(sinks), wandb_id

@@ -9,14 +9,11 @@ Under torchrun every process runs it; rank 0 alone writes files and logs.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import signal
 import sys
-import threading
 import time
-import warnings
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +33,18 @@ from resnet_repro.checkpoint import (
 )
 from resnet_repro.training_data import TrainingData, build_training_data
 from resnet_repro.distributed import World, all_reduce_sum, per_process_batch
-from resnet_repro.engine import make_sgd, maybe_compile, precision, set_tf32, train_step
+from resnet_repro.engine import make_sgd, set_tf32, train_step
 from resnet_repro.errors import ReproError
 from resnet_repro import judge
-from resnet_repro.loggers import JsonlSink, MetricsSink, MultiSink, WandbSink, round_floats, write_json_atomic
-from resnet_repro.models import build_from_arch, count_macs, count_params, input_size
-from resnet_repro.pretrained import apply_weights, freeze_backbone, load_weights, set_train_mode
-from resnet_repro.provenance import environment, peak_memory, weights_digest
+from resnet_repro.loggers import MetricsSink, round_floats, run_sinks, write_json_atomic
+from resnet_repro.models import count_macs, count_params, input_size
+from resnet_repro.pretrained import set_train_mode
 from resnet_repro.rundir import resume_checkpoint
 from resnet_repro.schedule import WarmupUntilError, build_schedule
-from resnet_repro.policy import Precision, compile_mode, resolve_precision, use_channels_last
+from resnet_repro.loop_state import LoopState, StopSignal
+from resnet_repro.policy import Precision, compile_mode, keep_run_precision, resolve_precision
+from resnet_repro.run_summary import run_summary
+from resnet_repro.training_model import make_model, wrap_for_training
 from resnet_repro.settings import RunSettings
 
 _clock = time.perf_counter  # the loop's clock (a test replaces it with a fake one)
@@ -53,91 +52,6 @@ _clock = time.perf_counter  # the loop's clock (a test replaces it with a fake o
 
 class Diverged(ReproError):
     """The loss became nan/inf."""
-
-
-class StopSignal:
-    """SIGTERM / SIGINT set a flag the loop reads after each iteration, so the run stops at an
-    iteration boundary with a checkpoint (clusters send SIGTERM before they kill). A second
-    SIGINT interrupts at once."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def install(self) -> StopSignal:
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGTERM, signal.SIGINT):
-                self._previous[s] = signal.signal(s, self._handle)
-        return self
-
-    def uninstall(self) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        self._previous.clear()
-
-
-@dataclass
-class LoopState:
-    """What the loop carries between iterations besides model/optimizer/schedule; saved in
-    every checkpoint (`loop`), so a resumed run continues exactly."""
-
-    iteration: int = 0  # iterations completed
-    best_val_err: float | None = None
-    best_val_iter: int | None = None
-    train_time: float = 0.0  # seconds in training steps (evaluation excluded)
-    timed_iters: int = 0  # iterations whose time is in train_time (0 in checkpoints before it existed)
-    skipped: int = 0  # steps skipped for a non-finite loss (trainer.max_skipped_steps)
-    wall_time: float = 0.0  # seconds in the loop, evaluation included, over all sessions
-    wandb_id: str | None = None
-    # The training precision `auto` resolved to in the run's first session, kept on resume so a
-    # run never changes precision midway (None in checkpoints from before it was recorded).
-    amp: bool | None = None
-    channels_last: bool | None = None
-    # Running sums since the last log row / warm-up check (device tensors, read at those steps).
-    log_loss: torch.Tensor | float = 0.0
-    log_wrong: torch.Tensor | float = 0.0
-    log_n: int = 0
-    warm_wrong: torch.Tensor | float = 0.0
-    warm_n: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        for k in ("log_loss", "log_wrong", "warm_wrong"):
-            d[k] = torch.as_tensor(d[k], dtype=torch.float64).cpu()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], device: torch.device) -> LoopState:
-        state = cls(**d)
-        for k in ("log_loss", "log_wrong", "warm_wrong"):
-            setattr(state, k, torch.as_tensor(getattr(state, k)).to(device))
-        return state
-
-
-def make_model(settings: RunSettings, device: torch.device, world: World, channels_last: bool | None = None) -> nn.Module:
-    """The model as training uses it: from its seed or from `model.weights` (optionally with a
-    frozen backbone), SyncBN when asked, on its device, channels_last when enabled. `bench`
-    times exactly this. DDP wrapping and compilation happen in the Trainer."""
-    arch = settings.model.arch
-    torch.manual_seed(settings.seed)  # the initial weights depend only on the seed
-    model = build_from_arch(arch, bn_group_size=settings.model.bn_group_size)
-    if settings.model.weights:
-        skipped = apply_weights(model, load_weights(settings.model.weights), settings.model.weights, settings.model.name)
-        if world.is_main:
-            print(f"started from {settings.model.weights}" + (" (new classifier head)" if skipped else ""))
-        if settings.model.freeze_backbone:
-            freeze_backbone(model)
-    if settings.trainer.sync_bn and world.distributed:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model = model.to(device)
-    if channels_last if channels_last is not None else use_channels_last(settings.trainer.channels_last, device):
-        model = model.to(memory_format=torch.channels_last)
-    return model
 
 
 def _pct(x: float) -> float:
@@ -149,8 +63,7 @@ class Trainer:
 
     def __init__(self, settings: RunSettings, run_dir: Path, world: World, device: torch.device,
                  record: dict[str, Any] | None = None, paper: judge.Recipe | None = None) -> None:
-        """`record`: the resolved config (saved in checkpoints, given to W&B); `paper`: the
-        recipe of the paper row named by the exp (None: none), for W&B's paper line and verdict."""
+        """`record`: the resolved config (checkpoints, W&B); `paper`: the exp's paper recipe (or None)."""
         self.process_start = _clock()  # trainer.max_time counts from here (data loading included)
         self.run_dir, self.world, self.device = run_dir, world, device
         self.record, self.paper = dict(record or {}), paper
@@ -182,16 +95,8 @@ class Trainer:
         started with (a run trained in bf16 on one CPU continues in bf16 on another)."""
         tr = self.tr
         choice = resolve_precision(tr.amp, tr.channels_last, self.device)
-        loop = (ckpt or {}).get("loop", {})
-        amp = loop.get("amp") if tr.amp == "auto" and loop.get("amp") is not None else choice.amp
-        cl = loop.get("channels_last") if tr.channels_last == "auto" and loop.get("channels_last") is not None \
-            else choice.channels_last
-        if (amp, cl) == (choice.amp, choice.channels_last):
-            return choice
-        kept = Precision(amp=amp, channels_last=cl, reason=(
-            f"auto kept from the run's start ({'bf16' if amp else 'fp32'}, channels_last {cl}); "
-            f"on this machine it would pick {'bf16' if choice.amp else 'fp32'}: {choice.reason}"))
-        if self.world.is_main:
+        kept = keep_run_precision(choice, tr.amp, tr.channels_last, (ckpt or {}).get("loop", {}))
+        if kept is not choice and self.world.is_main:
             print(f"note: precision {kept.reason}")
         return kept
 
@@ -222,35 +127,15 @@ class Trainer:
 
     def _wrap(self) -> nn.Module:
         """The module the steps call: DDP over processes, then torch.compile when enabled."""
-        net: nn.Module = self.model
-        if self.world.distributed:
-            # BN running statistics stay per process during training (no buffer broadcast) and
-            # are averaged over processes before each evaluation and checkpoint: the statistics
-            # a single process with BN groups of the per-process batch would keep.
-            with warnings.catch_warnings():  # newer torch renames the flag; all versions read this one
-                warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
-                net = nn.parallel.DistributedDataParallel(
-                    self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                    broadcast_buffers=False,
-                )
-        return maybe_compile(net, compile_mode(self.tr.compile, self.device))
+        return wrap_for_training(self.model, self.world, self.device, compile_mode(self.tr.compile, self.device))
 
     def _sinks(self) -> MetricsSink:
         """metrics.jsonl (rank 0), plus W&B with logger=wandb; none on other ranks."""
-        if not self.world.is_main:
-            return MultiSink([])
-        sinks: list[MetricsSink] = [
-            JsonlSink(self.run_dir / "metrics.jsonl", truncate_after_iter=self.state.iteration if self.resumed else 0)
-        ]
-        lg, s = self.settings.logger, self.settings
-        if lg.name == "wandb":
-            wb = WandbSink(
-                project=lg.project, run_dir=self.run_dir, config=self.record, mode=lg.mode, entity=lg.entity,
-                run_id=self.state.wandb_id, name=f"{s.exp_name}-seed{s.seed}", tags=list(lg.tags),
-            )
-            self.state.wandb_id = wb.run_id
-            sinks.append(wb)
-        return MultiSink(sinks)
+        s = self.settings
+        sink, self.state.wandb_id = run_sinks(
+            self.run_dir, s.logger, is_main=self.world.is_main, truncate_after_iter=self.state.iteration if self.resumed else 0,
+            record=self.record, wandb_id=self.state.wandb_id, name=f"{s.exp_name}-seed{s.seed}")
+        return sink
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -272,17 +157,15 @@ class Trainer:
             desc=self.settings.exp_name, dynamic_ncols=True, file=sys.stderr,
         )
         self.bad_iter = torch.full((), -1, dtype=torch.long, device=self.device)  # first non-finite loss
-        # Throughput windows count the iterations timed in this process: after a resume, the
-        # metric sums restored from the checkpoint include images trained in another session.
+        # Throughput windows count only this process's iterations (restored sums include others').
         self.window_start, self.window_iters = _clock(), 0
         self.session_start, self.wall_base = self.window_start, state.wall_time
         self.last_eval: dict[str, float] = {}
         self.last_eval_iter = -1  # the iteration whose weights last_eval measured
         self.ckpt_iter = state.iteration if self.resumed else -1  # the iteration of checkpoints/last.pt
         self.warm_err = float("nan")  # the last running training error the warm-up saw
-        if tr.pause_at is not None and state.iteration >= tr.pause_at:
-            self.pause_reason = f"trainer.pause_at={tr.pause_at}"
-            return self.pause_here(state.iteration)  # already there: trains nothing
+        if self.pause_due(state.iteration, log_due=True):  # pause_at already reached: trains nothing
+            return self.pause_here(state.iteration)
         batches = self.data.stream.iterate(state.iteration)
         self.stop = StopSignal().install()
         try:
@@ -463,17 +346,11 @@ class Trainer:
         tr = self.tr
         if tr.pause_at is not None and done >= tr.pause_at:
             self.pause_reason = f"trainer.pause_at={tr.pause_at}"
-            return True
-        budget = tr.max_time_s
-        if budget is None or (self.world.distributed and not log_due):
-            return False
-        over = float(_clock() - self.process_start >= budget)
-        if self.world.distributed:
-            over = self._reduced(over)[0]
-        if over > 0:
-            self.pause_reason = f"trainer.max_time={tr.max_time} reached"
-            return True
-        return False
+        elif tr.max_time_s is not None and (log_due or not self.world.distributed):
+            over = float(_clock() - self.process_start >= tr.max_time_s)
+            if (self._reduced(over)[0] if self.world.distributed else over) > 0:
+                self.pause_reason = f"trainer.max_time={tr.max_time} reached"
+        return self.pause_reason is not None
 
     def pause_here(self, done: int) -> dict[str, Any]:
         """A paused run: checkpoint at `done`, a summary of the weights there (status "paused",
@@ -509,43 +386,8 @@ class Trainer:
         if self.last_eval_iter != state.iteration:  # paused between evaluations, or resumed at the end
             distributed.average_buffers(self.model, self.world)
             self.last_eval, self.last_eval_iter = data.evaluate(self.model), state.iteration
-        ev = self.last_eval
         state.wall_time = self.wall_base + _clock() - self.session_start
-        peak, peak_kind = peak_memory(self.device)
-        summary = {
-            "exp_name": s.exp_name, "model": s.model.name, "arch": self.arch.as_dict(), "seed": s.seed,
-            "status": status,
-            "paused_by": self.pause_reason if status == "paused" else None,
-            "test_err": ev.get("test/err"), "test_top5_err": ev.get("test/top5_err"), "test_loss": ev.get("test/loss"),
-            "final_val_err": ev.get("val/err"), "best_val_err": state.best_val_err, "best_val_iter": state.best_val_iter,
-            "iterations": state.iteration,
-            "epochs": round(state.iteration / data.stream.steps_per_epoch, 2),
-            "warmup_switch_iter": None if self.warmup is None else self.warmup.ended_by(state.iteration),
-            "params": self.params, "macs": self.macs,
-            "train_time_s": round(state.train_time, 2), "wall_time_s": round(state.wall_time, 2),
-            "images_per_s": round((state.timed_iters or state.iteration) * tr.batch_size / max(state.train_time, 1e-9), 1),
-            "peak_memory_bytes": peak, "peak_memory_kind": peak_kind,
-            **environment(self.device), "world_size": self.world.size,
-            "amp": "bf16" if self.amp else "off",
-            "train_precision": precision(self.device, amp=self.amp, tf32=tr.tf32),
-            "eval_precision": precision(self.device, amp=False, tf32=tr.tf32),
-            "channels_last": self.channels_last,
-            "precision_reason": self.precision.reason,
-            "data": s.data.name, "data_fingerprint": data.fingerprint, "num_classes": data.num_classes,
-            "train_size": data.sizes["train"], "val_size": data.sizes["val"], "test_size": data.sizes["test"],
-            "batch_size": tr.batch_size, "max_iters": tr.max_iters,
-            "schedule": {
-                "kind": s.schedule.kind, "base_lr": s.schedule.base_lr, "milestones": list(s.schedule.milestones),
-                "gamma": s.schedule.gamma, "warmup": bool((s.schedule.warmup or {}).get("enabled")),
-            },
-            "bn_group_size": s.model.bn_group_size, "weights": s.model.weights,
-            "weights_digest": weights_digest(self.model.state_dict()),  # what eval_*.json records name
-            # ImageNet, data.decode=device: training images skipped as undecodable (this session)
-            "skipped_images": data.extra["bad_images"].total if "bad_images" in data.extra else 0,
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "run_dir": str(self.run_dir),
-        }
-        summary = round_floats(summary)  # as summary.json holds it (12 significant digits)
+        summary = round_floats(run_summary(self, status))  # as summary.json holds it (12 significant digits)
         if self.world.is_main:
             write_json_atomic(self.run_dir / "summary.json", summary)
             self.sink.summary(judge.with_paper_reference(summary, self.paper, judge.recipe(s)))  # W&B: the paper's number and the gap

@@ -90,6 +90,21 @@ def resolve_precision(amp: str, channels_last: str, device: torch.device) -> Pre
     return Precision(amp=use_amp, channels_last=use_cl, reason=reason)
 
 
+def keep_run_precision(choice: Precision, amp: str, channels_last: str, recorded: dict) -> Precision:
+    """On resume, `auto` keeps what the run started with (`recorded`: the checkpoint's loop
+    state, with `amp`/`channels_last` since they were recorded), so a run trained in bf16 on one
+    CPU continues in bf16 on another; returns `choice` itself when nothing differs."""
+    keep_amp = amp == "auto" and recorded.get("amp") is not None
+    keep_cl = channels_last == "auto" and recorded.get("channels_last") is not None
+    use_amp = recorded["amp"] if keep_amp else choice.amp
+    use_cl = recorded["channels_last"] if keep_cl else choice.channels_last
+    if (use_amp, use_cl) == (choice.amp, choice.channels_last):
+        return choice
+    return Precision(amp=use_amp, channels_last=use_cl, reason=(
+        f"auto kept from the run's start ({'bf16' if use_amp else 'fp32'}, channels_last {use_cl}); "
+        f"on this machine it would pick {'bf16' if choice.amp else 'fp32'}: {choice.reason}"))
+
+
 def use_amp(setting: str, device: torch.device) -> bool:
     return resolve_precision(setting, "auto", device).amp
 

@@ -1,0 +1,54 @@
+"""summary.json of a run: the results of the weights at the current iteration (the final ones,
+or a paused prefix's), the recipe, cost and provenance, in one flat record."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import TYPE_CHECKING, Any
+
+from resnet_repro.engine import precision
+from resnet_repro.provenance import environment, peak_memory, weights_digest
+
+if TYPE_CHECKING:
+    from resnet_repro.loop import Trainer
+
+
+def run_summary(t: Trainer, status: str) -> dict[str, Any]:
+    """The record of trainer `t` now (`status`: "complete" or "paused"); its last evaluation
+    must be of the current weights."""
+    state, tr, s, data, ev = t.state, t.tr, t.settings, t.data, t.last_eval
+    peak, peak_kind = peak_memory(t.device)
+    summary = {
+        "exp_name": s.exp_name, "model": s.model.name, "arch": t.arch.as_dict(), "seed": s.seed,
+        "status": status,
+        "paused_by": t.pause_reason if status == "paused" else None,
+        "test_err": ev.get("test/err"), "test_top5_err": ev.get("test/top5_err"), "test_loss": ev.get("test/loss"),
+        "final_val_err": ev.get("val/err"), "best_val_err": state.best_val_err, "best_val_iter": state.best_val_iter,
+        "iterations": state.iteration,
+        "epochs": round(state.iteration / data.stream.steps_per_epoch, 2),
+        "warmup_switch_iter": None if t.warmup is None else t.warmup.ended_by(state.iteration),
+        "params": t.params, "macs": t.macs,
+        "train_time_s": round(state.train_time, 2), "wall_time_s": round(state.wall_time, 2),
+        "images_per_s": round((state.timed_iters or state.iteration) * tr.batch_size / max(state.train_time, 1e-9), 1),
+        "peak_memory_bytes": peak, "peak_memory_kind": peak_kind,
+        **environment(t.device), "world_size": t.world.size,
+        "amp": "bf16" if t.amp else "off",
+        "train_precision": precision(t.device, amp=t.amp, tf32=tr.tf32),
+        "eval_precision": precision(t.device, amp=False, tf32=tr.tf32),
+        "channels_last": t.channels_last,
+        "precision_reason": t.precision.reason,
+        "data": s.data.name, "data_fingerprint": data.fingerprint, "num_classes": data.num_classes,
+        "train_size": data.sizes["train"], "val_size": data.sizes["val"], "test_size": data.sizes["test"],
+        "batch_size": tr.batch_size, "max_iters": tr.max_iters,
+        "schedule": {
+            "kind": s.schedule.kind, "base_lr": s.schedule.base_lr, "milestones": list(s.schedule.milestones),
+            "gamma": s.schedule.gamma, "warmup": bool((s.schedule.warmup or {}).get("enabled")),
+        },
+        "bn_group_size": s.model.bn_group_size, "weights": s.model.weights,
+        "weights_digest": weights_digest(t.model.state_dict()),  # what eval_*.json records name
+        # ImageNet, data.decode=device: training images skipped as undecodable (this session)
+        "skipped_images": data.extra["bad_images"].total if "bad_images" in data.extra else 0,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "run_dir": str(t.run_dir),
+    }
+    return summary
