@@ -18,8 +18,13 @@ import pytest
 from conftest import REPO, compose_config
 from omegaconf import OmegaConf
 
-from resnet_repro import gpu_plan
-from resnet_repro.gpu_plan import LeaseSettings
+from resnet_repro.errors import ReproError
+from resnet_repro.lease import records
+from resnet_repro.lease.bench_plan import choose, run_benches
+from resnet_repro.lease.cli import main
+from resnet_repro.lease.records import _alive, has_status_command
+from resnet_repro.lease.settings import LeaseSettings
+from resnet_repro.lease.sweep import jobs, sweep_commands
 
 SCRIPT = REPO / "experiments" / "gpu" / "lease.sh"
 WHEELS = REPO.parent / "shared" / "wheels"
@@ -95,9 +100,9 @@ def _train_args(cmds: list[list[str]]) -> list[list[str]]:
 def launched(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The job lists Hydra's sweeper hands the launcher for the sweep as a user types it and for
     the lease's shares (one subprocess for all)."""
-    two = _train_args(gpu_plan.sweep_commands(SHARES, 2, "default", DEADLINE))
-    four = _train_args(gpu_plan.sweep_commands(SHARES, 4, "default", DEADLINE))
-    subset = _train_args(gpu_plan.sweep_commands(SUBSET, 4, None, None))
+    two = _train_args(sweep_commands(SHARES, 2, "default", DEADLINE))
+    four = _train_args(sweep_commands(SHARES, 4, "default", DEADLINE))
+    subset = _train_args(sweep_commands(SUBSET, 4, None, None))
     assert len(two) == 2 and len(four) == 4 and len(subset) == 2  # no more processes than networks
     res = hydra_jobs(tmp_path_factory.mktemp("sweeps"), "overrides", ["+exp=cifar_paper_runs"], *two, *four, *subset)
     return {"full": res[0], 2: res[1:3], 4: res[3:7], "subset": res[7:], "four_args": four}
@@ -106,7 +111,7 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_paper_runs_sweep_is_27_jobs_in_priority_order(launched: dict) -> None:
     expected = [(e, s) for s in (0, 1, 2) for e in PRIORITY]
     assert [exp_seed(j) for j in launched["full"]] == expected
-    assert gpu_plan.jobs() == expected  # the lease's job list is the sweep's
+    assert jobs() == expected  # the lease's job list is the sweep's
 
 
 # Composing a job takes about a second on the 2-core machine: seed 0's nine in the normal set.
@@ -156,8 +161,8 @@ def test_max_time_until_a_deadline_is_the_time_left_when_the_job_starts() -> Non
 
 
 def test_job_subset_rejects_names_outside_the_sweep() -> None:
-    with pytest.raises(gpu_plan.ReproError, match="cifar_resnet1202 not in cifar_paper_runs"):
-        gpu_plan.jobs(["cifar_resnet20", "cifar_resnet1202"])
+    with pytest.raises(ReproError, match="cifar_resnet1202 not in cifar_paper_runs"):
+        jobs(["cifar_resnet20", "cifar_resnet1202"])
 
 
 # -- point 2: the bench choice ----------------------------------------------------------------
@@ -173,36 +178,36 @@ def _bench(exp: str, mode: str, rate: float, fell_back: bool = False, concurrent
 
 def test_choice_takes_the_faster_mode_over_the_networks_both_timed() -> None:
     # reduce-overhead wins big on ResNet-20 and loses a little on ResNet-110
-    c = gpu_plan.choose([_bench("cifar_resnet20", "default", 20000), _bench("cifar_resnet20", "reduce-overhead", 40000),
-                         _bench("cifar_resnet110", "default", 9000), _bench("cifar_resnet110", "reduce-overhead", 8000)])
+    c = choose([_bench("cifar_resnet20", "default", 20000), _bench("cifar_resnet20", "reduce-overhead", 40000),
+                _bench("cifar_resnet110", "default", 9000), _bench("cifar_resnet110", "reduce-overhead", 8000)])
     assert c["compile"] == "reduce-overhead" and c["processes"] == 1
     # a network timed in one mode only does not count: default wins on the one both timed
-    c = gpu_plan.choose([_bench("cifar_resnet20", "default", 30000), _bench("cifar_resnet20", "reduce-overhead", 25000),
-                         _bench("cifar_resnet110", "reduce-overhead", 99999)])
+    c = choose([_bench("cifar_resnet20", "default", 30000), _bench("cifar_resnet20", "reduce-overhead", 25000),
+                _bench("cifar_resnet110", "reduce-overhead", 99999)])
     assert c["compile"] == "default"
 
 
 def test_choice_ignores_a_mode_whose_compile_fell_back() -> None:
-    c = gpu_plan.choose([_bench("cifar_resnet20", "default", 20000),
-                         _bench("cifar_resnet20", "reduce-overhead", 90000, fell_back=True)])
+    c = choose([_bench("cifar_resnet20", "default", 20000),
+                _bench("cifar_resnet20", "reduce-overhead", 90000, fell_back=True)])
     assert c["compile"] == "default"
 
 
 def test_choice_adds_processes_only_for_a_real_gain() -> None:
     one = _bench("cifar_resnet20", "default", 20000)
-    assert gpu_plan.choose([one, _bench("cifar_resnet20", "default", 20000, concurrent=(4, 1.05))])["processes"] == 1
-    c = gpu_plan.choose([one, _bench("cifar_resnet20", "default", 20000, concurrent=(2, 1.6)),
-                         _bench("cifar_resnet20", "default", 20000, concurrent=(4, 1.7))])
+    assert choose([one, _bench("cifar_resnet20", "default", 20000, concurrent=(4, 1.05))])["processes"] == 1
+    c = choose([one, _bench("cifar_resnet20", "default", 20000, concurrent=(2, 1.6)),
+                _bench("cifar_resnet20", "default", 20000, concurrent=(4, 1.7))])
     assert c["processes"] == 2  # 4 gives under 10% more than 2
-    c = gpu_plan.choose([one, _bench("cifar_resnet20", "default", 20000, concurrent=(2, 1.6)),
-                         _bench("cifar_resnet20", "default", 20000, concurrent=(4, 2.4))])
+    c = choose([one, _bench("cifar_resnet20", "default", 20000, concurrent=(2, 1.6)),
+                _bench("cifar_resnet20", "default", 20000, concurrent=(4, 2.4))])
     assert c["processes"] == 4
 
 
 def test_choice_without_any_bench_keeps_the_config_and_one_process() -> None:
-    c = gpu_plan.choose([])
+    c = choose([])
     assert c["compile"] is None and c["processes"] == 1
-    cmd = gpu_plan.sweep_commands(LeaseSettings(data=[], args=[]), c["processes"], c["compile"], None)
+    cmd = sweep_commands(LeaseSettings(data=[], args=[]), c["processes"], c["compile"], None)
     assert len(cmd) == 1 and not any(a.startswith("trainer.compile=") for a in cmd[0])
 
 
@@ -229,7 +234,7 @@ def test_bench_stops_at_its_time_limit_and_chooses_from_what_finished(tmp_path: 
     fake.chmod(0o755)
     s = LeaseSettings(python=str(fake), data=[], args=[], bench_s=4, bench_modes=["default", "reduce-overhead"],
                       bench_exps=["cifar_resnet20", "cifar_resnet110"], bench_concurrent=[2])
-    r = gpu_plan.run_benches(s, tmp_path / "lease")
+    r = run_benches(s, tmp_path / "lease")
     status = {st["step"]: st["status"] for st in r["steps"]}
     assert status["cifar_resnet20-default"] == "ok"
     assert status["cifar_resnet20-reduce-overhead"] == "timed out"
@@ -239,7 +244,7 @@ def test_bench_stops_at_its_time_limit_and_chooses_from_what_finished(tmp_path: 
     # the hung bench and its child were killed, not left on the GPU
     pids = [int(p) for p in (tmp_path / "lease" / "bench_cifar_resnet20-reduce-overhead.json.pids").read_text().split()]
     for _ in range(50):
-        alive = [p for p in pids if gpu_plan._alive(p)]
+        alive = [p for p in pids if _alive(p)]
         if not alive:
             break
         time.sleep(0.1)
@@ -250,12 +255,12 @@ def test_bench_stops_at_its_time_limit_and_chooses_from_what_finished(tmp_path: 
 def test_launch_refuses_when_the_lease_leaves_no_training_time(tmp_path: Path, monkeypatch, capsys) -> None:
     lease = tmp_path / "lease"
     lease.mkdir()
-    (lease / "bench_plan.json").write_text(json.dumps({"choice": gpu_plan.choose([])}))
+    (lease / "bench_plan.json").write_text(json.dumps({"choice": choose([])}))
     monkeypatch.setenv("LEASE_DIR", str(lease))
     monkeypatch.setenv("LEASE_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("LEASE_BUDGET_S", "200")
     monkeypatch.setenv("LEASE_MARGIN_S", "150")
-    assert gpu_plan.main(["launch", f"--since={time.time()}"]) == 2
+    assert main(["launch", f"--since={time.time()}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: only ") and "not starting the sweep" in err[0]
     assert not (lease / "plan.json").exists() and not (tmp_path / "runs").exists()
@@ -294,8 +299,8 @@ def test_poll_and_collect_read_every_run_and_pack_no_checkpoint(tmp_path: Path, 
     (lease / "bench_cifar_resnet20-default.json").write_text("{}")
     for k, v in {"LEASE_DIR": lease, "LEASE_RUNS": runs}.items():
         monkeypatch.setenv(k, str(v))
-    monkeypatch.setattr(gpu_plan, "has_status_command", lambda: False)  # this reads the files itself
-    assert gpu_plan.main(["poll"]) == 0
+    monkeypatch.setattr(records, "has_status_command", lambda: False)  # this reads the files itself
+    assert main(["poll"]) == 0
     text = capsys.readouterr().out
     assert "sweep process 0 (pid 4194311): ended; last line: iter 2000" in text
     assert "2 of 3 runs started" in text
@@ -371,7 +376,7 @@ def test_lease_script_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     finally:  # a failed assertion leaves no detached sweep behind
         plan = tmp_path / "lease" / "plan.json"
         for p in json.loads(plan.read_text())["processes"] if plan.is_file() else []:
-            if gpu_plan._alive(p["pid"]):
+            if _alive(p["pid"]):
                 os.killpg(p["pid"], signal.SIGKILL)  # setsid: the process leads its own group
 
 
@@ -391,15 +396,15 @@ def _start_poll_collect(tmp_path: Path, env: dict[str, str]) -> None:
         assert (tmp_path / "site" / "hydra").is_dir()
     for p in plan["processes"]:  # the sweep runs detached; wait for it here
         for _ in range(1200):
-            if not gpu_plan._alive(p["pid"]):
+            if not _alive(p["pid"]):
                 break
             time.sleep(0.25)
-        assert not gpu_plan._alive(p["pid"]), "the sweep did not finish"
+        assert not _alive(p["pid"]), "the sweep did not finish"
 
     r = run_lease("poll", env)
     assert r.returncode == 0, r.stderr
     assert "4 of 4 runs started" in r.stdout
-    if gpu_plan.has_status_command():  # the sweeps issue's `status` prints the lines
+    if has_status_command():  # the sweeps issue's `status` prints the lines
         assert r.stdout.count("complete") >= 4
     else:
         assert r.stdout.count("complete at iteration 2 of 2") == 4

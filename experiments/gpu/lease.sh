@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU lease (issue 22): bench, then the whole CIFAR study (+exp=cifar_paper_runs) detached.
-# Run from the repository root. The logic lives in resnet_repro/gpu_plan.py; this script only
+# Run from the repository root. The logic lives in resnet_repro/lease/; this script only
 # sets up the environment and calls it. Procedure and the exact `run` tool commands:
 # experiments/gpu/README.md.
 #
@@ -45,7 +45,7 @@ root="$PWD"
 export LEASE_PYTHON LEASE_DIR LEASE_RUNS LEASE_DATA
 export PYTHONPATH="$LEASE_SITE:$root" PYTHONUNBUFFERED=1
 
-plan() { "$LEASE_PYTHON" -m resnet_repro.gpu_plan "$@"; }
+plan() { "$LEASE_PYTHON" -m resnet_repro.lease "$@"; }
 
 case "$verb" in
   prepare)
