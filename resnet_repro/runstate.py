@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,21 +192,33 @@ def run_state(run_dir: Path) -> RunState:
     return st
 
 
-def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
-    """Run dirs at or under `paths` (a run dir's own subdirectories are not searched)."""
+def _has_run_marker(d: Path, names: set[str]) -> bool:
+    return bool(names & set(RUN_MARKERS)) or (d / "checkpoints").is_dir()
+
+
+def find_run_dirs(paths: Sequence[str | Path], is_run: Callable[[Path, set[str]], bool] = _has_run_marker) -> list[Path]:
+    """Run dirs at or under `paths`, sorted, each once (links followed to one real
+    dir); a run dir's own subdirectories are not searched. `is_run(dir, file names)` says what
+    counts as a run dir (by default any trace of one: `status` lists runs that only started);
+    `report` passes its own."""
     found: list[Path] = []
+    seen: set[Path] = set()
     for p in paths:
         root = Path(p)
         if not root.is_dir():
             raise ReproError(f"not a directory: {root}")
         for dirpath, dirnames, filenames in os.walk(root):
             d = Path(dirpath)
-            if any(m in filenames for m in RUN_MARKERS) or (d / "checkpoints").is_dir():
+            if d.resolve() in seen:
+                dirnames[:] = []
+                continue
+            seen.add(d.resolve())
+            if is_run(d, set(filenames)):
                 found.append(d)
                 dirnames[:] = []
             else:
                 dirnames[:] = sorted(n for n in dirnames if n not in SKIP_DIRS)
-    return sorted(dict.fromkeys(found))
+    return sorted(found)
 
 
 def cli_main(argv: list[str]) -> int:

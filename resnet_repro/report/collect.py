@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from resnet_repro import judge, paper
 from resnet_repro.errors import ReproError
 from resnet_repro.loggers import read_jsonl
-from resnet_repro.runstate import FAILED_FILE
+from resnet_repro.runstate import FAILED_FILE, find_run_dirs
 
 # The ImageNet tables' protocols (§3.4): 10-crop for Tables 2 and 3, multi-scale for Table 4.
 # `eval` writes `<run>/eval_<protocol>.json` for the final weights ({"protocol", "err": top-1 %,
@@ -251,7 +251,10 @@ def _incomplete(run_dir: Path) -> Incomplete:
                       st.short() + (f": `train resume={run_dir}` continues it" if st.state in ("paused", "killed") else ""))
 
 
-SKIP_DIRS = {".hydra", "checkpoints", "wandb", "__pycache__", ".git"}
+def _is_report_run(d: Path, names: set[str]) -> bool:
+    """A run dir for the report: a summary, metrics, a failure record or a checkpoint (a dir
+    with only config.yaml never trained, and is searched further)."""
+    return bool(names & {"summary.json", "metrics.jsonl", FAILED_FILE}) or (d / "checkpoints" / "last.pt").is_file()
 
 
 def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Incomplete]]:
@@ -259,31 +262,15 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Incomplete]]
     subdirectories are not searched)."""
     runs: list[Run] = []
     incomplete: list[Incomplete] = []
-    seen: set[Path] = set()
-    for p in paths:
-        root = Path(p)
-        if not root.is_dir():
-            raise ReproError(f"not a directory: {root}")
-        for dirpath, dirnames, filenames in os.walk(root):
-            d = Path(dirpath)
-            real = d.resolve()
-            if real in seen:
-                dirnames[:] = []
-                continue
-            seen.add(real)
-            names = set(filenames)
-            if "summary.json" in names:
-                run = load_run(d)
-                if run.summary.get("status", "complete") == "paused":
-                    incomplete.append(paused(run))
-                else:
-                    runs.append(run)
-                dirnames[:] = []
-            elif names & {"metrics.jsonl", FAILED_FILE} or (d / "checkpoints" / "last.pt").is_file():
-                incomplete.append(_incomplete(d))
-                dirnames[:] = []
-            else:
-                dirnames[:] = sorted(n for n in dirnames if n not in SKIP_DIRS)
+    for d in find_run_dirs(paths, _is_report_run):
+        if not (d / "summary.json").is_file():
+            incomplete.append(_incomplete(d))
+            continue
+        run = load_run(d)
+        if run.summary.get("status", "complete") == "paused":
+            incomplete.append(paused(run))
+        else:
+            runs.append(run)
     return runs, incomplete
 
 
