@@ -39,6 +39,7 @@ from resnet_repro import judge
 from resnet_repro.loggers import MetricsSink, round_floats, run_sinks, write_json_atomic
 from resnet_repro.models import count_macs, count_params, input_size
 from resnet_repro.pretrained import set_train_mode
+from resnet_repro.provenance import git_commit
 from resnet_repro.rundir import resume_checkpoint
 from resnet_repro.schedule import WarmupUntilError, build_schedule
 from resnet_repro.loop_state import LoopState, StopSignal
@@ -65,6 +66,7 @@ class Trainer:
                  record: dict[str, Any] | None = None, paper: judge.Recipe | None = None) -> None:
         """`record`: the resolved config (checkpoints, W&B); `paper`: the exp's paper recipe (or None)."""
         self.process_start = _clock()  # trainer.max_time counts from here (data loading included)
+        git_commit()  # the code this process loaded, before the checkout can move on
         self.run_dir, self.world, self.device = run_dir, world, device
         self.record, self.paper = dict(record or {}), paper
         self.tr = tr = settings.trainer
@@ -91,8 +93,7 @@ class Trainer:
     # -- set up and resume ------------------------------------------------------------------
 
     def _precision(self, ckpt: dict[str, Any] | None) -> Precision:
-        """What trainer.amp/channels_last resolve to here; on resume, `auto` keeps what the run
-        started with (a run trained in bf16 on one CPU continues in bf16 on another)."""
+        """trainer.amp/channels_last here; on resume `auto` keeps what the run started with."""
         tr = self.tr
         choice = resolve_precision(tr.amp, tr.channels_last, self.device)
         kept = keep_run_precision(choice, tr.amp, tr.channels_last, (ckpt or {}).get("loop", {}))
@@ -323,8 +324,7 @@ class Trainer:
         self.ckpt_iter = self.state.iteration
 
     def stop_requested(self, log_due: bool) -> bool:
-        """SIGTERM/SIGINT seen. Every process must stop at the same iteration, so under
-        torchrun the flag is agreed at log steps."""
+        """SIGTERM/SIGINT seen (under torchrun agreed at log steps: all stop at one iteration)."""
         if not self.world.distributed:
             return self.stop.signum is not None
         return log_due and self._reduced(float(self.stop.signum is not None))[0] > 0

@@ -3,6 +3,7 @@ bench JSON), so speed, accuracy and memory always travel with their settings."""
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import resource
@@ -12,8 +13,11 @@ from pathlib import Path
 import torch
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    """The package's git commit, with `-dirty` when tracked files have changes."""
+    """The package's git commit, with `-dirty` when tracked files have changes: read once per
+    process (the trainer asks at its start), so a record names the code that was loaded, not a
+    checkout that moved on while the run trained."""
     here = Path(__file__).parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
