@@ -3,8 +3,9 @@ compile mode that the `auto` settings resolve to, each with the reason it was ch
 
 CUDA: bf16 autocast, channels_last and torch.compile by default. CPU: bf16 autocast and
 channels_last only where the processor has native bf16 dot products (AVX512-BF16 or AMX-BF16),
-where they pay (measured: 1.8x fp32 on ResNet-20, experiments/results/cpu/); elsewhere bf16 is
-emulated and slower than fp32, so fp32 + contiguous. Weights, SGD and every evaluation stay
+where they pay (1.8x fp32 on ResNet-20, issue 19's measurement on an AVX512-BF16 EPYC); elsewhere
+bf16 is emulated and much slower than fp32 (0.07x on an AVX2 EPYC, experiments/results/cpu/), so
+fp32 + contiguous. Weights, SGD and every evaluation stay
 fp32 on all devices.
 """
 
