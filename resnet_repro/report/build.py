@@ -154,7 +154,7 @@ def build_report(
     imagenet = [g for g in groups if g.family == "imagenet"]
     in_tables = {*paper.TABLE6_ERROR, *paper.TABLE2_TOP1, *paper.TABLE3_TOP1_TOP5, *paper.TABLE4_TOP1_TOP5}
     other = [g for g in groups if g.exp not in in_tables and not (g.family == "cifar" and not g.residual)]
-    measured, peer_notes = _measure_peers(Path(peers), runs, device, out_dir) if peers else ([], [])
+    measured, peer_notes = _measure_peers(Path(peers), runs + [i.run for i in incomplete if i.run is not None], device, out_dir) if peers else ([], [])
 
     notes = add_layer_responses(runs, out_dir, device) if layer_responses else []
     # Curves of paused runs too (prefixes of their recipe, labelled in the runs table); no verdicts.
@@ -167,7 +167,7 @@ def build_report(
     absent += [] if imagenet else ["Tables 2, 3, 4 (ImageNet)"]
     sections = [
         Section(_header([str(p) for p in paths], wandb, runs, incomplete, sigma_cifar, sigma_imagenet, absent)),
-        *([table6(cifar, sigma_cifar, refs, measured), peers_table(measured)] if cifar else []),
+        *([table6(cifar, sigma_cifar, refs, measured), peers_table(measured)] if cifar else [peers_table(measured)] if measured else []),
         *([plain_table(cifar, refs)] if any(not g.residual for g in cifar) else []),
         *(imagenet_sections(imagenet, sigma_imagenet, refs) if imagenet else []),
         figs,
