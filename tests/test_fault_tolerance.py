@@ -192,9 +192,8 @@ def test_no_readable_checkpoint_stops_and_touches_nothing(tmp_path: Path) -> Non
     assert (run / "metrics.jsonl").read_bytes() == rows
 
 
-def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def nan_loss_at_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    """The training loss of the `step`-th training step (1-based) becomes nan."""
     import resnet_repro.engine as engine
 
     real, calls = engine.F.cross_entropy, {"n": 0}
@@ -202,9 +201,15 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(
     def poisoned(*a, **k):
         calls["n"] += 1
         loss = real(*a, **k)
-        return loss * float("nan") if calls["n"] == 7 else loss  # the 7th training step
+        return loss * float("nan") if calls["n"] == step else loss
 
     monkeypatch.setattr(engine.F, "cross_entropy", poisoned)
+
+
+def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nan_loss_at_step(monkeypatch, 7)
     with pytest.raises(Diverged, match="nan/inf at iteration 7; stopped, the last good checkpoint is"):
         train(tmp_path, LONG)
     ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
@@ -215,18 +220,10 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_the_good_checkpoint(
 def test_a_run_that_fails_after_training_records_why_and_keeps_its_results(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import resnet_repro.engine as engine
     from resnet_repro.cli import main
     from resnet_repro.runstate import run_state
 
-    real, calls = engine.F.cross_entropy, {"n": 0}
-
-    def poisoned(*a, **k):
-        calls["n"] += 1
-        loss = real(*a, **k)
-        return loss * float("nan") if calls["n"] == 7 else loss  # the 7th training step
-
-    monkeypatch.setattr(engine.F, "cross_entropy", poisoned)
+    nan_loss_at_step(monkeypatch, 7)
     run = tmp_path / "run"
     with pytest.raises(SystemExit) as stop:
         main(["train", *LONG, f"hydra.run.dir={run}"])
