@@ -13,6 +13,7 @@ from typing import Any
 
 from resnet_repro import judge, paper
 from resnet_repro.errors import ConfigError, ReproError
+from resnet_repro.report.claims import ordering_section, warmup_section
 from resnet_repro.report.collect import Incomplete, Run, data_label, display_path, find_runs, runs_from_wandb
 from resnet_repro.report.compare import fold_copies, group_runs, same_seed_notes
 from resnet_repro.report.figures import add_layer_responses, figure7_section, figure_sections
@@ -158,7 +159,8 @@ def build_report(
 
     notes = add_layer_responses(runs, out_dir, device) if layer_responses else []
     # Curves of paused runs too (prefixes of their recipe, labelled in the runs table); no verdicts.
-    curve_groups = group_runs(runs + [i.run for i in incomplete if i.run is not None])
+    curve_runs = runs + [i.run for i in incomplete if i.run is not None]
+    curve_groups = group_runs(curve_runs)
     figs, files = figure_sections([g for g in curve_groups if g.family == "cifar"],
                                   [g for g in curve_groups if g.family == "imagenet" and g.data == "imagenet"], out_dir)
     fig7, files7 = figure7_section(cifar, out_dir, notes)
@@ -171,6 +173,8 @@ def build_report(
         *([plain_table(cifar, refs)] if any(not g.residual for g in cifar) else []),
         *(imagenet_sections(imagenet, sigma_imagenet, refs) if imagenet else []),
         figs,
+        Section(ordering_section(curve_groups)),
+        Section(warmup_section([r for r in curve_runs if r.arch.get("family") == "cifar"])),
         fig7,
         *([other_table(other, refs)] if other else []),
         runs_table(runs, incomplete, [*fold_notes, *same_seed_notes(groups), *peer_notes]),

@@ -1,0 +1,179 @@
+"""The paper's early-training claims, read from the logged curves of any CIFAR run, finished or
+paused (a prefix of the recipe is enough): the ResNet-110 warm-up of §4.2 and the ordering of
+the training-error curves by depth in Figure 6. These sections state facts and counts; they are
+not Table 6 verdicts, and they never pool different data sets or training precisions."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from resnet_repro.report.collect import Run, data_label, display_path, number
+from resnet_repro.report.compare import Group, mean_curve
+
+# §4.2: "we use 0.01 to warm up the training until the training error is below 80% (about 400
+# iterations), and then go back to 0.1".
+PAPER_WARMUP_ITERS = 400
+
+
+@dataclass(frozen=True)
+class Warmup:
+    """What one warm-up run's logged rows say about its switch to the main schedule."""
+
+    run: Run
+    last_iter: int | None  # the last logged iteration
+    switch: int | None  # summary.json's warmup_switch_iter (None: not switched yet)
+    err_at_switch: float | None  # the logged training error of the row at or just before the switch
+    lr_after: float | None  # the lr of the first row after the switch
+    max_err_after: float | None
+    last_err: float | None
+    outcome: str
+
+
+def _rows(run: Run) -> list[dict[str, Any]]:
+    return sorted((r for r in run.rows if isinstance(r.get("iter"), int) and "train/err" in r), key=lambda r: r["iter"])
+
+
+def warmup_of(run: Run) -> Warmup | None:
+    """None for a run without the warm-up (summary.json's schedule.warmup is false)."""
+    sched = run.summary.get("schedule")
+    if not (isinstance(sched, dict) and sched.get("warmup")):
+        return None
+    rows = _rows(run)
+    last = rows[-1]["iter"] if rows else None
+    switch = run.summary.get("warmup_switch_iter")
+    switch = switch if isinstance(switch, int) else None
+    if switch is None:
+        return Warmup(run, last, None, None, None, None, None,
+                      f"still warming up at iteration {last}" if last is not None else "nothing logged")
+    before = [r for r in rows if r["iter"] <= switch]
+    after = [r for r in rows if r["iter"] > switch]
+    err0 = number(before[-1]["train/err"]) if before else None
+    errs = [number(r["train/err"]) for r in after]
+    finite = all(isinstance(r.get("train/loss"), (int, float)) and math.isfinite(r["train/loss"]) for r in after)
+    if run.summary.get("status") == "diverged" or not finite:
+        outcome = "diverged after the switch (a non-finite loss)"
+    elif not after:
+        outcome = "switched at its last logged iteration: nothing logged after it"
+    elif err0 is not None and errs[-1] is not None and errs[-1] < err0:
+        outcome = f"trains on: {len(after)} logged rows after the switch, every loss finite, training error falling"
+    else:
+        outcome = "no progress after the switch: the training error did not fall below its value at the switch"
+    return Warmup(run, last, switch, err0, number(after[0].get("lr")) if after else None,
+                  max((e for e in errs if e is not None), default=None),
+                  errs[-1] if errs else None, outcome)
+
+
+def _f(x: float | None, spec: str = ".1f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def warmup_section(runs: Sequence[Run]) -> list[str]:
+    """§4.2's warm-up, one row per run that has it; [] when none does."""
+    found = sorted((w for r in runs if (w := warmup_of(r)) is not None),
+                   key=lambda w: (w.run.exp, w.run.data, w.run.seed, w.run.path))
+    if not found:
+        return []
+    from resnet_repro.report.tables import md_table
+
+    rows = [[w.run.exp, str(w.run.seed), data_label(w.run.data), w.run.precision, _f(w.last_iter, "d"),
+             _f(w.switch, "d"), _f(w.err_at_switch), _f(w.lr_after, "g"), _f(w.max_err_after), _f(w.last_err),
+             w.outcome, display_path(w.run.path)] for w in found]
+    switches = [w.switch for w in found if w.switch is not None]
+    summary = (f"Switch iterations: {', '.join(map(str, switches))} (mean {statistics.fmean(switches):.0f}; the paper: "
+               f"about {PAPER_WARMUP_ITERS})." if switches else "No run has switched yet.")
+    return [
+        "## The ResNet-110 warm-up (§4.2)", "",
+        "§4.2: lr 0.01 \"until the training error is below 80% (about 400 iterations), and then go back to 0.1\". "
+        "The switch comes at the first check (every `schedule.warmup.check_every` iterations) whose running "
+        "training error is below the threshold; 'training error at the switch' is the logged row at or just "
+        "before it. Errors in % over augmented training batches. Paused runs count: a prefix is enough.", "",
+        *md_table(["exp", "seed", "data", "precision", "last logged iteration", "switch iteration",
+                   "training error at the switch", "lr after", "highest training error after",
+                   "training error at the end", "after the switch", "run"], rows),
+        "", summary, "",
+    ]
+
+
+@dataclass(frozen=True)
+class Ordering:
+    """Two depths of one kind of net on one data set and precision: where the deeper one's
+    mean training-error curve lies against the shallower one's, at the iterations both logged."""
+
+    kind: str  # "plain" or "ResNet"
+    shallow: Group
+    deep: Group
+    iters: list[int]
+    gaps: list[float]  # deep minus shallow, points, per common iteration
+
+    @property
+    def higher(self) -> int:
+        return sum(g > 0 for g in self.gaps)
+
+    def line(self) -> str:
+        n, d, s = len(self.gaps), self.deep.label, self.shallow.label
+        if self.kind == "plain":
+            claim = f"the paper: {d} higher throughout (the degradation problem)"
+        else:
+            claim = f"the paper: {d} lower once trained (deeper is better)"
+        return (f"- {d} vs {s} ({data_label(self.deep.data)}, {self.deep.precision}), iterations "
+                f"{self.iters[0]:,}-{self.iters[-1]:,}: {d}'s training error is higher at {self.higher} of {n} "
+                f"logged points, lower at {sum(g < 0 for g in self.gaps)}; mean gap {statistics.fmean(self.gaps):+.2f} "
+                f"points, {statistics.fmean(self.gaps[-max(1, n // 5):]):+.2f} over the last fifth ({claim}).")
+
+
+def orderings(groups: Sequence[Group]) -> list[Ordering]:
+    """Each pair of depths of the same kind (plain or residual, CIFAR family), data and precision,
+    from shallow to deep, that logged training error at two or more common iterations."""
+    out = []
+    key = lambda g: (g.residual, g.data, g.precision)  # noqa: E731
+    cifar = sorted((g for g in groups if g.family == "cifar"), key=lambda g: (key(g), g.depth))
+    for i, a in enumerate(cifar):
+        for b in cifar[i + 1:]:
+            if key(a) != key(b) or a.depth == b.depth:
+                continue
+            ia, ea = mean_curve(a.runs, "train/err")
+            ib, eb = mean_curve(b.runs, "train/err")
+            da, db = dict(zip(ia, ea)), dict(zip(ib, eb))
+            common = sorted(set(da) & set(db))
+            if len(common) >= 2:
+                out.append(Ordering("ResNet" if a.residual else "plain", a, b, common,
+                                    [db[t] - da[t] for t in common]))
+    return out
+
+
+def _grid(last: int) -> int:
+    """The table's iteration step: 500, or a multiple of it giving at most about 12 rows."""
+    return 500 * max(1, math.ceil(last / 6000))
+
+
+def ordering_section(groups: Sequence[Group]) -> list[str]:
+    """Figure 6's ordering by depth, measured on whatever the runs logged; [] with no pair."""
+    pairs = orderings(groups)
+    if not pairs:
+        return []
+    from resnet_repro.report.tables import md_table
+
+    shown = sorted({id(g): g for p in pairs for g in (p.shallow, p.deep)}.values(),
+                   key=lambda g: (g.residual, g.data, g.precision, g.depth))
+    curves = {id(g): dict(zip(*mean_curve(g.runs, "train/err"))) for g in shown}
+    last = max(p.iters[-1] for p in pairs)
+    step = _grid(last)
+    ticks = [t for t in range(step, last + 1, step) if any(t in c for c in curves.values())]
+    labels = [g.label for g in shown]
+    heads = [g.label if labels.count(g.label) == 1 else f"{g.label} ({data_label(g.data)}, {g.precision})"
+             for g in shown]
+    table = [[f"{t:,}", *(_f(curves[id(g)].get(t)) for g in shown)] for t in ticks]
+    seeds = ", ".join(f"{g.label} {len(g.seeds())}" for g in shown)
+    return [
+        "## Training error by depth (Figure 6)", "",
+        "Figure 6 (left): deeper plain nets have *higher* training error, the degradation problem; (middle) "
+        "deeper ResNets do better. Measured here on the logged training error (augmented batches, each row the "
+        f"mean over `trainer.log_every` iterations; the mean over seeds: {seeds}), at the iterations both nets "
+        "logged, finished and paused runs alike. Early in training only: a prefix says nothing of the end.", "",
+        *[p.line() for p in pairs], "",
+        *md_table(["iteration", *heads], table), "",
+    ]

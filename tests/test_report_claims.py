@@ -1,0 +1,109 @@
+"""The report's early-training claims (issue 19, point 4): the §4.2 warm-up (switch iteration,
+what happens after it) and Figure 6's ordering of training error by depth, from finished and
+paused runs' logged curves."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from conftest import TINY, compose_config
+from resnet_repro.report import build_report
+from resnet_repro.report.claims import orderings, ordering_section, warmup_of, warmup_section
+from resnet_repro.report.collect import Run
+from resnet_repro.report.compare import group_runs
+from resnet_repro.train import train_from_config
+
+
+def _summary(exp: str, depth: int, residual: bool, seed: int = 0, data: str = "cifar10_folder",
+             precision: str = "fp32", **changes) -> dict:
+    return {"exp_name": exp, "seed": seed, "data": data, "status": "paused", "iterations": 1000,
+            "max_iters": 64000, "train_precision": precision, "schedule": {"warmup": False},
+            "arch": {"family": "cifar", "depth": depth, "residual": residual}} | changes
+
+
+def _run(exp: str, depth: int, residual: bool, curve: dict[int, float], lrs: dict[int, float] | None = None,
+         losses: dict[int, float] | None = None, **kw) -> Run:
+    rows = [{"iter": i, "train/err": e, "train/loss": (losses or {}).get(i, 1.0), "lr": (lrs or {}).get(i, 0.1)}
+            for i, e in curve.items()]
+    return Run(f"/runs/{exp}-{kw.get('seed', 0)}-{kw.get('data', '')}-{kw.get('precision', '')}",
+               _summary(exp, depth, residual, **kw), rows)
+
+
+def _warm(curve: dict[int, float], switch: int | None, **kw) -> Run:
+    lrs = {i: (0.01 if switch is None or i <= switch else 0.1) for i in curve}
+    return _run("cifar_resnet110", 110, True, curve, lrs, schedule={"warmup": True}, warmup_switch_iter=switch, **kw)
+
+
+def test_a_warmup_that_switched_and_kept_learning_is_reported_with_its_numbers() -> None:
+    w = warmup_of(_warm({300: 85.0, 400: 79.0, 500: 82.0, 600: 70.0}, switch=400))
+    assert w is not None
+    assert (w.switch, w.err_at_switch, w.lr_after, w.max_err_after, w.last_err) == (400, 79.0, 0.1, 82.0, 70.0)
+    assert w.outcome.startswith("trains on")
+    # A switch between two logged rows: the error of the row just before it.
+    assert warmup_of(_warm({300: 85.0, 400: 79.0, 500: 70.0}, switch=450)).err_at_switch == 79.0
+
+
+def test_divergence_stalling_and_a_warmup_not_ended_are_named() -> None:
+    nan = _warm({400: 79.0, 500: 75.0, 600: 90.0}, switch=400)
+    nan.rows[-1]["train/loss"] = math.nan
+    assert warmup_of(nan).outcome.startswith("diverged")
+    assert warmup_of(_warm({400: 79.0, 500: 75.0}, switch=400, status="diverged")).outcome.startswith("diverged")
+    assert warmup_of(_warm({400: 79.0, 500: 80.0, 600: 79.5}, switch=400)).outcome.startswith("no progress")
+    assert warmup_of(_warm({100: 90.0, 200: 85.0}, switch=None)).outcome == "still warming up at iteration 200"
+    assert warmup_of(_warm({300: 85.0, 400: 79.0}, switch=400)).outcome.startswith("switched at its last")
+    assert warmup_of(_run("cifar_resnet20", 20, True, {100: 50.0})) is None  # no warm-up in its recipe
+
+
+def test_the_warmup_section_lists_each_seed_and_the_mean_switch_against_the_paper() -> None:
+    runs = [_warm({300: 85.0, 400: 79.0, 500: 70.0}, switch=400, seed=0),
+            _warm({200: 79.5, 300: 75.0}, switch=200, seed=1),
+            _run("cifar_resnet20", 20, True, {100: 50.0})]
+    md = "\n".join(warmup_section(runs))
+    assert md.count("| cifar_resnet110 |") == 2 and "cifar_resnet20 |" not in md
+    assert "Switch iterations: 400, 200 (mean 300; the paper: about 400)." in md
+    assert warmup_section(runs[2:]) == []
+
+
+def test_orderings_count_where_the_deeper_nets_training_error_lies() -> None:
+    p20 = _run("cifar_plain20", 20, False, {100: 80.0, 200: 70.0, 300: 60.0, 400: 50.0, 500: 45.0})
+    p56 = _run("cifar_plain56", 56, False, {100: 85.0, 200: 72.0, 300: 59.0, 400: 55.0})
+    r20 = _run("cifar_resnet20", 20, True, {100: 70.0, 200: 60.0})
+    on_other_data = _run("cifar_plain32", 32, False, {100: 1.0, 200: 1.0}, data="cifar10")
+    in_bf16 = _run("cifar_plain44", 44, False, {100: 1.0, 200: 1.0}, precision="bf16")
+    pairs = orderings(group_runs([p20, p56, r20, on_other_data, in_bf16]))
+    assert len(pairs) == 1  # plain with plain only, on one data set, in one precision
+    (p,) = pairs
+    assert (p.shallow.exp, p.deep.exp, p.iters) == ("cifar_plain20", "cifar_plain56", [100, 200, 300, 400])
+    assert p.gaps == [5.0, 2.0, -1.0, 5.0] and p.higher == 3
+    line = p.line()
+    assert "higher at 3 of 4 logged points, lower at 1" in line and "mean gap +2.75 points" in line
+    assert "+5.00 over the last fifth" in line  # the last fifth of 4 points: the last one
+
+
+def test_the_ordering_section_tabulates_the_curves_on_a_500_iteration_grid() -> None:
+    its = range(100, 3001, 100)
+    p20 = _run("cifar_plain20", 20, False, {i: 60.0 for i in its})
+    p56 = _run("cifar_plain56", 56, False, {i: 70.0 for i in its})
+    md = ordering_section(group_runs([p20, p56]))
+    rows = [line for line in md if line.startswith("| ") and line[2].isdigit()]
+    assert [r.split(" | ")[0] for r in rows] == ["| 500", "| 1,000", "| 1,500", "| 2,000", "| 2,500", "| 3,000"]
+    assert rows[0] == "| 500 | 60.0 | 70.0 |"
+    assert ordering_section(group_runs([p20])) == []
+
+
+def test_the_report_shows_a_paused_warmup_run_with_the_switch_it_recorded(tmp_path: Path) -> None:
+    # Threshold 100%: the warm-up ends at the first check (iteration 4); the run pauses at 8 of 12.
+    run = tmp_path / "run"
+    overrides = ["schedule.warmup.enabled=true", "schedule.warmup.error_threshold=1.0",
+                 "schedule.warmup.check_every=4", "trainer.log_every=2", "trainer.pause_at=8"]
+    train_from_config(compose_config(TINY + overrides), run, overrides)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "paused" and summary["warmup_switch_iter"] == 4
+    md = build_report([run], tmp_path / "report").markdown
+    section = md.split("## The ResNet-110 warm-up (§4.2)")[1].split("\n## ")[0]
+    row = next(line for line in section.splitlines() if line.startswith("| cifar"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[4:6] == ["8", "4"] and cells[7] == "0.1"  # last logged iteration, switch, lr after
+    assert "Switch iterations: 4 (mean 4; the paper: about 400)." in section
