@@ -8,9 +8,18 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from conftest import TINY, compose_config
 from resnet_repro.report import build_report
-from resnet_repro.report.claims import orderings, ordering_section, warmup_of, warmup_section
+from resnet_repro.report.claims import (
+    ordering_section,
+    orderings,
+    precision_comparisons,
+    precision_section,
+    warmup_of,
+    warmup_section,
+)
 from resnet_repro.report.collect import Run
 from resnet_repro.report.compare import group_runs
 from resnet_repro.train import train_from_config
@@ -107,3 +116,47 @@ def test_the_report_shows_a_paused_warmup_run_with_the_switch_it_recorded(tmp_pa
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[4:6] == ["8", "4"] and cells[7] == "0.1"  # last logged iteration, switch, lr after
     assert "Switch iterations: 4 (mean 4; the paper: about 400)." in section
+
+
+@pytest.fixture(scope="module")
+def r20_config() -> dict:
+    from omegaconf import OmegaConf
+
+    cfg = compose_config(["+exp=cifar_resnet20", "data=cifar10_folder"])
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def _prec_run(config: dict, precision: str, seed: int, tests: dict[int, float], last: int = 4000) -> Run:
+    rows = [{"iter": i, "train/loss": i / 1000 + seed + (precision == "bf16"), "train/err": 50.0} for i in
+            range(100, last + 1, 100)]
+    rows += [{"iter": i, "test/err": e} for i, e in tests.items()]
+    return Run(f"/runs/r20-{precision}-{seed}", _summary("cifar_resnet20", 20, True, seed=seed, precision=precision,
+                                                         iterations=last), rows, config=config)
+
+
+def test_bf16_and_fp32_runs_of_one_recipe_are_compared_beside_the_seed_spread(r20_config: dict,
+                                                                             tmp_path: Path) -> None:
+    fp0 = _prec_run(r20_config, "fp32", 0, {2000: 30.0, 4000: 25.0, 6000: 20.0}, last=6000)
+    fp1 = _prec_run(r20_config, "fp32", 1, {2000: 29.0, 4000: 24.0})
+    bf0 = _prec_run(r20_config, "bf16", 0, {2000: 31.0, 4000: 26.5})
+    (c,) = precision_comparisons([fp0, fp1, bf0])
+    assert c.at == 4000  # the last iteration all three logged a test error
+    assert [(r.run.precision, r.run.seed, r.test_err) for r in c.rows] == [
+        ("bf16", 0, 26.5), ("fp32", 0, 25.0), ("fp32", 1, 24.0)]
+    # Loss window (3500, 4000]: the rows at 3.6k..4k; fp32 seed 0 logs loss i/1000.
+    assert c.rows[1].train_loss == pytest.approx((3.6 + 3.7 + 3.8 + 3.9 + 4.0) / 5)
+    assert c.lines() == ["- seed 0: bf16 − fp32 = +1.50 points of test error at iteration 4,000.",
+                         "- run-to-run spread in fp32 (seeds 0, 1): 1.00 points (max − min) at iteration 4,000."]
+    md, files = precision_section([fp0, fp1, bf0], tmp_path)
+    assert "### cifar_resnet20 (CIFAR-10 (JPEG copy)), at iteration 4,000" in md
+    assert [f.name for f in files] == ["precision_cifar_resnet20_cifar10_folder.png"] and files[0].stat().st_size > 0
+
+
+def test_runs_of_one_precision_or_of_other_recipes_are_not_compared(r20_config: dict) -> None:
+    fp0 = _prec_run(r20_config, "fp32", 0, {2000: 30.0})
+    fp1 = _prec_run(r20_config, "fp32", 1, {2000: 29.0})
+    other = dict(r20_config, optim=dict(r20_config["optim"], weight_decay=5e-4))
+    bf_other = _prec_run(other, "bf16", 0, {2000: 31.0})
+    assert precision_comparisons([fp0, fp1]) == []
+    assert precision_comparisons([fp0, bf_other]) == []  # another weight decay: another recipe
+    assert precision_comparisons([fp0, _prec_run(r20_config, "bf16", 0, {3000: 31.0})]) == []  # no common eval

@@ -13,7 +13,7 @@ from typing import Any
 
 from resnet_repro import judge, paper
 from resnet_repro.errors import ConfigError, ReproError
-from resnet_repro.report.claims import ordering_section, warmup_section
+from resnet_repro.report.claims import ordering_section, precision_section, warmup_section
 from resnet_repro.report.collect import Incomplete, Run, data_label, display_path, find_runs, runs_from_wandb
 from resnet_repro.report.compare import fold_copies, group_runs, same_seed_notes
 from resnet_repro.report.figures import add_layer_responses, figure7_section, figure_sections
@@ -164,6 +164,7 @@ def build_report(
     figs, files = figure_sections([g for g in curve_groups if g.family == "cifar"],
                                   [g for g in curve_groups if g.family == "imagenet" and g.data == "imagenet"], out_dir)
     fig7, files7 = figure7_section(cifar, out_dir, notes)
+    precision_md, precision_files = precision_section(curve_runs, out_dir)
     absent = ([] if cifar else ["Table 6 (CIFAR-10)"]) + ([] if any(not g.residual for g in cifar) else
                                                           ["plain nets (CIFAR-10)"])
     absent += [] if imagenet else ["Tables 2, 3, 4 (ImageNet)"]
@@ -175,6 +176,7 @@ def build_report(
         figs,
         Section(ordering_section(curve_groups)),
         Section(warmup_section([r for r in curve_runs if r.arch.get("family") == "cifar"])),
+        Section(precision_md),
         fig7,
         *([other_table(other, refs)] if other else []),
         runs_table(runs, incomplete, [*fold_notes, *same_seed_notes(groups), *peer_notes]),
@@ -186,7 +188,7 @@ def build_report(
     write_text_atomic(out_dir / "report.md", markdown)
     _write_csv(out_dir / "results.csv", [r for s in sections for r in s.csv_rows])
     extra = [out_dir / "peers.json"] if peers else []
-    return Report(markdown, out_dir, [out_dir / "report.md", out_dir / "results.csv", *files, *files7, *extra])
+    return Report(markdown, out_dir, [out_dir / "report.md", out_dir / "results.csv", *files, *files7, *precision_files, *extra])
 
 
 def cli_main(argv: list[str]) -> int:

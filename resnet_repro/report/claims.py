@@ -1,7 +1,8 @@
-"""The paper's early-training claims, read from the logged curves of any CIFAR run, finished or
-paused (a prefix of the recipe is enough): the ResNet-110 warm-up of §4.2 and the ordering of
-the training-error curves by depth in Figure 6. These sections state facts and counts; they are
-not Table 6 verdicts, and they never pool different data sets or training precisions."""
+"""Early-training comparisons, read from the logged curves of any run, finished or paused (a
+prefix of the recipe is enough): the paper's ResNet-110 warm-up (§4.2), the ordering of the
+training-error curves by depth (Figure 6), and ours, bf16 autocast against fp32 on one recipe.
+These sections state facts and counts; they are not Table 6 verdicts, and they never pool
+different data sets or training precisions."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from resnet_repro.report.collect import Run, data_label, display_path, number
-from resnet_repro.report.compare import Group, mean_curve
+from resnet_repro.report.compare import Group, mean_curve, points
 
 # §4.2: "we use 0.01 to warm up the training until the training error is below 80% (about 400
 # iterations), and then go back to 0.1".
@@ -177,3 +178,110 @@ def ordering_section(groups: Sequence[Group]) -> list[str]:
         *[p.line() for p in pairs], "",
         *md_table(["iteration", *heads], table), "",
     ]
+
+
+# The training loss compared across precisions: the mean of the logged rows in this many
+# iterations up to the common iteration (5 rows at trainer.log_every=100).
+LOSS_WINDOW = 500
+
+
+@dataclass(frozen=True)
+class PrecisionRow:
+    run: Run
+    test_err: float | None  # test/err logged at the comparison iteration
+    train_loss: float | None  # mean logged train/loss over the LOSS_WINDOW iterations up to it
+
+
+@dataclass(frozen=True)
+class PrecisionComparison:
+    """Runs of one exp, data set and recipe trained in different precisions (bf16 autocast vs
+    fp32), compared at the last iteration at which every one of them logged a test error."""
+
+    exp: str
+    data: str
+    at: int
+    rows: list[PrecisionRow]
+
+    def lines(self) -> list[str]:
+        out = []
+        by = {(r.run.precision, r.run.seed): r for r in self.rows}
+        precisions = sorted({p for p, _ in by})
+        for seed in sorted({s for _, s in by}):
+            have = [p for p in precisions if (p, seed) in by and by[p, seed].test_err is not None]
+            if "fp32" in have:
+                for p in (q for q in have if q != "fp32"):
+                    d = by[p, seed].test_err - by["fp32", seed].test_err  # type: ignore[operator]
+                    out.append(f"- seed {seed}: {p} − fp32 = {d:+.2f} points of test error at iteration {self.at:,}.")
+        for p in precisions:
+            errs = sorted((s, r.test_err) for (q, s), r in by.items() if q == p and r.test_err is not None)
+            if len(errs) >= 2:
+                spread = max(e for _, e in errs) - min(e for _, e in errs)
+                out.append(f"- run-to-run spread in {p} (seeds {', '.join(str(s) for s, _ in errs)}): "
+                           f"{spread:.2f} points (max − min) at iteration {self.at:,}.")
+        return out
+
+
+def precision_comparisons(runs: Sequence[Run]) -> list[PrecisionComparison]:
+    """Each (exp, data, recipe) with runs in two or more training precisions and a common
+    logged test-error iteration."""
+
+    sets: dict[tuple, list[Run]] = {}
+    for r in runs:
+        if r.recipe is not None:
+            sets.setdefault((r.exp, r.data, r.recipe), []).append(r)
+    out = []
+    for (exp, data, _), rs in sorted(sets.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        if len({r.precision for r in rs}) < 2:
+            continue
+        tests = [points(r.rows, "test/err") for r in rs]
+        common = set.intersection(*(set(t) for t in tests))
+        if not common:
+            continue
+        at = max(common)
+        rows = []
+        for r, t in zip(rs, tests):
+            loss = [v for i, v in points(r.rows, "train/loss").items() if at - LOSS_WINDOW < i <= at]
+            rows.append(PrecisionRow(r, t[at], statistics.fmean(loss) if loss else None))
+        rows.sort(key=lambda x: (x.run.precision, x.run.seed, x.run.path))
+        out.append(PrecisionComparison(exp, data, at, rows))
+    return out
+
+
+def _loss_curve(run: Run, until: int) -> tuple[list[int], list[float]]:
+    pts = sorted((i, v) for i, v in points(run.rows, "train/loss").items() if i <= until)
+    return [i for i, _ in pts], [v for _, v in pts]
+
+
+def precision_section(runs: Sequence[Run], out_dir: Any = None) -> tuple[list[str], list[Any]]:
+    """bf16 against fp32 on one recipe: test error and training loss at a common iteration,
+    beside the run-to-run spread, and (with `out_dir`) a PNG of the training-loss curves."""
+    comps = precision_comparisons(runs)
+    if not comps:
+        return [], []
+    from pathlib import Path
+
+    from resnet_repro.report.figures import training_loss_figure
+    from resnet_repro.report.tables import md_table
+
+    md = ["## Training precision: bf16 autocast against fp32", "",
+          "Runs of one exp, data set and recipe that differ only in training precision (weights, SGD and "
+          "evaluation fp32 in both), at the last iteration at which all of them logged a test error; the "
+          f"training loss is the mean of the rows logged over the {LOSS_WINDOW} iterations up to it. A precision "
+          "difference within the run-to-run spread of one precision does not change what is learned at this "
+          "scale. Not a paper claim: the paper trained in fp32.", ""]
+    files = []
+    for c in comps:
+        md += [f"### {c.exp} ({data_label(c.data)}), at iteration {c.at:,}", "",
+               *md_table(["precision", "seed", "test error", "training loss", "iterations", "run"],
+                         [[r.run.precision, str(r.run.seed), _f(r.test_err, ".2f"), _f(r.train_loss, ".4f"),
+                           _f(r.run.summary.get("iterations") if isinstance(r.run.summary.get("iterations"), int)
+                              else None, "d"), display_path(r.run.path)] for r in c.rows]),
+               "", *c.lines(), ""]
+        if out_dir is not None:
+            name = f"precision_{c.exp}_{c.data}.png"
+            curves = [(f"{r.run.precision} seed {r.run.seed}", r.run.precision, *_loss_curve(r.run, c.at))
+                      for r in c.rows]
+            files.append(training_loss_figure([x for x in curves if x[2]], Path(out_dir) / name,
+                                              f"{c.exp}, {data_label(c.data)}: training loss up to iteration {c.at:,}"))
+            md += [f"![training loss by precision]({name})", ""]
+    return md, files

@@ -157,7 +157,7 @@ def judge_group(row: str, g: Group, s: Stats | None, paper_value: float, n_paper
     return judge.verdict(s.mean, paper_value, half), half, PAPER_RECIPE
 
 
-def _points(rows: Sequence[dict[str, Any]], key: str) -> dict[int, float]:
+def points(rows: Sequence[dict[str, Any]], key: str) -> dict[int, float]:
     """iter -> value of `key`, for the metrics rows that have both."""
     return {r["iter"]: v for r in rows if isinstance(r.get("iter"), int) and (v := number(r.get(key))) is not None}
 
@@ -165,7 +165,7 @@ def _points(rows: Sequence[dict[str, Any]], key: str) -> dict[int, float]:
 def final_train_err(rows: Sequence[dict[str, Any]]) -> float | None:
     """Training error at the end of training: the mean logged `train/err` over the last 10%
     of iterations (at least the last row); logged errors are over augmented batches."""
-    pts = _points(rows, "train/err")
+    pts = points(rows, "train/err")
     if not pts:
         return None
     last = max(pts)
@@ -175,7 +175,7 @@ def final_train_err(rows: Sequence[dict[str, Any]]) -> float | None:
 def mean_curve(runs: Sequence[Run], key: str) -> tuple[list[int], list[float]]:
     """The mean of `key` over seeds at the iterations every seed logged; the first seed's
     curve when they share fewer than two."""
-    per_run = [d for run in runs if (d := _points(run.rows, key))]
+    per_run = [d for run in runs if (d := points(run.rows, key))]
     if not per_run:
         return [], []
     common = sorted(set.intersection(*(set(d) for d in per_run)))

@@ -274,3 +274,32 @@ def figure7_section(groups: Sequence[Group], out: Path, notes: Sequence[str]) ->
                        fmt(max(m), ".3f"), fmt(min(m), ".3f")] for g, m, k in lines]),
           "", *notes, ""]
     return Section(md), [path]
+
+
+def draw_training_loss(curves: Sequence[tuple[str, str, Sequence[int], Sequence[float]]], title: str) -> Any:
+    """Training-loss curves, one colour per precision (curves: label, precision, iters, losses)."""
+    import matplotlib
+    from matplotlib.ticker import FuncFormatter
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    kinds = sorted({p for _, p, _, _ in curves})
+    cmap = matplotlib.colormaps["tab10"]
+    seen: dict[str, int] = {}  # curves so far per precision: each seed of one precision its own dash
+    for label, p, its, losses in curves:
+        k = seen[p] = seen.get(p, -1) + 1
+        ax.plot(its, losses, color=cmap(kinds.index(p) % 10), linewidth=1.0, label=label,
+                linestyle=("-", "--", ":", "-.")[k % 4])
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("iterations")
+    ax.set_ylabel("training loss")
+    ax.grid(True, alpha=0.3)
+    _integer_ticks(ax.xaxis)
+    ax.xaxis.set_major_formatter(FuncFormatter(iteration_label))
+    _legend_outside(ax)
+    return fig
+
+
+def training_loss_figure(curves: Sequence[tuple[str, str, Sequence[int], Sequence[float]]], path: Path,
+                         title: str) -> Path:
+    return _save(draw_training_loss(curves, title), path)
