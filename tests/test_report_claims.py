@@ -99,6 +99,8 @@ def test_the_ordering_section_tabulates_the_curves_on_a_500_iteration_grid() -> 
     rows = [line for line in md if line.startswith("| ") and line[2].isdigit()]
     assert [r.split(" | ")[0] for r in rows] == ["| 500", "| 1,000", "| 1,500", "| 2,000", "| 2,500", "| 3,000"]
     assert rows[0] == "| 500 | 60.0 | 70.0 |"
+    assert "Seeds: plain-20 1, plain-56 1. Paused (prefixes of the recipe, compared over the iterations they " \
+           "reached): plain-20, plain-56." in "\n".join(md)
     assert ordering_section(group_runs([p20])) == []
 
 

@@ -168,13 +168,16 @@ def ordering_section(groups: Sequence[Group]) -> list[str]:
     heads = [g.label if labels.count(g.label) == 1 else f"{g.label} ({data_label(g.data)}, {g.precision})"
              for g in shown]
     table = [[f"{t:,}", *(_f(curves[id(g)].get(t)) for g in shown)] for t in ticks]
-    seeds = ", ".join(f"{g.label} {len(g.seeds())}" for g in shown)
+    seeds = ", ".join(f"{h} {len(g.seeds())}" for h, g in zip(heads, shown))
+    prefixes = [h for h, g in zip(heads, shown) if any(r.summary.get("status") == "paused" for r in g.runs)]
     return [
         "## Training error by depth (Figure 6)", "",
         "Figure 6 (left): deeper plain nets have *higher* training error, the degradation problem; (middle) "
         "deeper ResNets do better. Measured here on the logged training error (augmented batches, each row the "
-        f"mean over `trainer.log_every` iterations; the mean over seeds: {seeds}), at the iterations both nets "
-        "logged, finished and paused runs alike. Early in training only: a prefix says nothing of the end.", "",
+        "mean over `trainer.log_every` iterations; with several seeds the mean over them), at the iterations "
+        f"both nets logged. Seeds: {seeds}."
+        + (f" Paused (prefixes of the recipe, compared over the iterations they reached): {', '.join(prefixes)}."
+           if prefixes else ""), "",
         *[p.line() for p in pairs], "",
         *md_table(["iteration", *heads], table), "",
     ]
