@@ -89,6 +89,14 @@ def test_orderings_count_where_the_deeper_nets_training_error_lies() -> None:
     line = p.line()
     assert "higher at 3 of 4 logged points, lower at 1" in line and "mean gap +2.75 points" in line
     assert "+5.00 over the last fifth" in line  # the last fifth of 4 points: the last one
+    assert "warm-up" not in line
+
+
+def test_a_pair_with_a_warmup_run_says_so() -> None:
+    r20 = _run("cifar_resnet20", 20, True, {100: 70.0, 200: 60.0})
+    (p,) = orderings(group_runs([r20, _warm({100: 80.0, 200: 75.0}, switch=100)]))
+    assert p.line().endswith("The paper: ResNet-110 lower once trained (deeper is better). ResNet-110 began with "
+                             "the §4.2 warm-up at lr 0.01.")
 
 
 def test_the_ordering_section_tabulates_the_curves_on_a_500_iteration_grid() -> None:

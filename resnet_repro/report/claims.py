@@ -38,10 +38,14 @@ def _rows(run: Run) -> list[dict[str, Any]]:
     return sorted((r for r in run.rows if isinstance(r.get("iter"), int) and "train/err" in r), key=lambda r: r["iter"])
 
 
+def _has_warmup(run: Run) -> bool:
+    sched = run.summary.get("schedule")
+    return isinstance(sched, dict) and bool(sched.get("warmup"))
+
+
 def warmup_of(run: Run) -> Warmup | None:
     """None for a run without the warm-up (summary.json's schedule.warmup is false)."""
-    sched = run.summary.get("schedule")
-    if not (isinstance(sched, dict) and sched.get("warmup")):
+    if not _has_warmup(run):
         return None
     rows = _rows(run)
     last = rows[-1]["iter"] if rows else None
@@ -117,13 +121,16 @@ class Ordering:
     def line(self) -> str:
         n, d, s = len(self.gaps), self.deep.label, self.shallow.label
         if self.kind == "plain":
-            claim = f"the paper: {d} higher throughout (the degradation problem)"
+            claim = f"The paper: {d} higher throughout (the degradation problem)."
         else:
-            claim = f"the paper: {d} lower once trained (deeper is better)"
+            claim = f"The paper: {d} lower once trained (deeper is better)."
+        warm = [g.label for g in (self.shallow, self.deep) if any(_has_warmup(r) for r in g.runs)]
+        if warm:
+            claim += f" {' and '.join(warm)} began with the §4.2 warm-up at lr 0.01."
         return (f"- {d} vs {s} ({data_label(self.deep.data)}, {self.deep.precision}), iterations "
                 f"{self.iters[0]:,}-{self.iters[-1]:,}: {d}'s training error is higher at {self.higher} of {n} "
                 f"logged points, lower at {sum(g < 0 for g in self.gaps)}; mean gap {statistics.fmean(self.gaps):+.2f} "
-                f"points, {statistics.fmean(self.gaps[-max(1, n // 5):]):+.2f} over the last fifth ({claim}).")
+                f"points, {statistics.fmean(self.gaps[-max(1, n // 5):]):+.2f} over the last fifth. {claim}")
 
 
 def orderings(groups: Sequence[Group]) -> list[Ordering]:
