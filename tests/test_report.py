@@ -536,6 +536,16 @@ def test_legends_cover_no_data_point_and_stay_inside_the_figure() -> None:
         _close(fig)
 
 
+def test_a_prefix_without_test_evaluations_is_named_in_the_legend() -> None:
+    # ResNet-110 paused at 1,000 iterations (before its first evaluation at 2,000) beside ResNet-20.
+    r20 = _curves("ResNet-20", 20, 4000, 100, 2000, 30.0)
+    r110 = dataclasses.replace(_curves("ResNet-110", 110, 1000, 100, 2000, 60.0), test_iters=[], test_err=[])
+    fig = draw_figure6([], [r20, r110], [])
+    names = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert names == ["ResNet-20", "ResNet-110"]
+    _close(fig)
+
+
 @pytest.mark.parametrize("layers", [3, 7, 55])
 def test_figure7_layer_indices_are_whole_numbers(layers: int) -> None:
     fig, _ = _drawn(draw_figure7([("ResNet", [1 / (1 + i) for i in range(layers)])]))

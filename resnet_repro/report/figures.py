@@ -96,8 +96,8 @@ def _curve_panel(ax: Any, curves: Sequence[Curves], colours: dict[int, Any], tit
 
     for c in sorted(curves, key=lambda c: c.depth):
         colour = colours[c.depth]
-        if c.iters:
-            ax.plot(c.iters, c.train_err, color=colour, linewidth=0.8,
+        if c.iters:  # the legend names the test curve, or this one when there is none (a short prefix)
+            ax.plot(c.iters, c.train_err, color=colour, linewidth=0.8, label=None if c.test_iters else c.label,
                     linestyle="-" if thin_train else "--", alpha=0.9, marker="." if len(c.iters) < 3 else None)
         if c.test_iters:
             ax.plot(c.test_iters, c.test_err, color=colour, linewidth=2.2, label=c.label,
