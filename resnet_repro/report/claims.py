@@ -14,6 +14,7 @@ from typing import Any
 
 from resnet_repro.report.collect import Run, data_label, display_path, number
 from resnet_repro.report.compare import Group, mean_curve, points
+from resnet_repro.report.tables import fmt, md_table
 
 # §4.2: "we use 0.01 to warm up the training until the training error is below 80% (about 400
 # iterations), and then go back to 0.1".
@@ -72,20 +73,15 @@ def warmup_of(run: Run) -> Warmup | None:
                   errs[-1] if errs else None, outcome)
 
 
-def _f(x: float | None, spec: str = ".1f") -> str:
-    return "-" if x is None else format(x, spec)
-
-
 def warmup_section(runs: Sequence[Run]) -> list[str]:
     """§4.2's warm-up, one row per run that has it; [] when none does."""
     found = sorted((w for r in runs if (w := warmup_of(r)) is not None),
                    key=lambda w: (w.run.exp, w.run.data, w.run.seed, w.run.path))
     if not found:
         return []
-    from resnet_repro.report.tables import md_table
 
-    rows = [[w.run.exp, str(w.run.seed), data_label(w.run.data), w.run.precision, _f(w.last_iter, "d"),
-             _f(w.switch, "d"), _f(w.err_at_switch), _f(w.lr_after, "g"), _f(w.max_err_after), _f(w.last_err),
+    rows = [[w.run.exp, str(w.run.seed), data_label(w.run.data), w.run.precision, fmt(w.last_iter, "d"),
+             fmt(w.switch, "d"), fmt(w.err_at_switch, ".1f"), fmt(w.lr_after, "g"), fmt(w.max_err_after, ".1f"), fmt(w.last_err, ".1f"),
              w.outcome, display_path(w.run.path)] for w in found]
     switches = [w.switch for w in found if w.switch is not None]
     summary = (f"Switch iterations: {', '.join(map(str, switches))} (mean {statistics.fmean(switches):.0f}; the paper: "
@@ -163,7 +159,6 @@ def ordering_section(groups: Sequence[Group]) -> list[str]:
     pairs = orderings(groups)
     if not pairs:
         return []
-    from resnet_repro.report.tables import md_table
 
     shown = sorted({id(g): g for p in pairs for g in (p.shallow, p.deep)}.values(),
                    key=lambda g: (g.residual, g.data, g.precision, g.depth))
@@ -174,7 +169,7 @@ def ordering_section(groups: Sequence[Group]) -> list[str]:
     labels = [g.label for g in shown]
     heads = [g.label if labels.count(g.label) == 1 else f"{g.label} ({data_label(g.data)}, {g.precision})"
              for g in shown]
-    table = [[f"{t:,}", *(_f(curves[id(g)].get(t)) for g in shown)] for t in ticks]
+    table = [[f"{t:,}", *(fmt(curves[id(g)].get(t), ".1f") for g in shown)] for t in ticks]
     seeds = ", ".join(f"{h} {len(g.seeds())}" for h, g in zip(heads, shown))
     prefixes = [h for h, g in zip(heads, shown) if any(r.summary.get("status") == "paused" for r in g.runs)]
     return [
@@ -271,7 +266,6 @@ def precision_section(runs: Sequence[Run], out_dir: Any = None) -> tuple[list[st
     from pathlib import Path
 
     from resnet_repro.report.figures import training_loss_figure
-    from resnet_repro.report.tables import md_table
 
     md = ["## Training precision: bf16 autocast against fp32", "",
           "Runs of one exp, data set and recipe that differ only in training precision (weights, SGD and "
@@ -283,8 +277,8 @@ def precision_section(runs: Sequence[Run], out_dir: Any = None) -> tuple[list[st
     for c in comps:
         md += [f"### {c.exp} ({data_label(c.data)}), at iteration {c.at:,}", "",
                *md_table(["precision", "seed", "test error", "training loss", "iterations", "run"],
-                         [[r.run.precision, str(r.run.seed), _f(r.test_err, ".2f"), _f(r.train_loss, ".4f"),
-                           _f(r.run.summary.get("iterations") if isinstance(r.run.summary.get("iterations"), int)
+                         [[r.run.precision, str(r.run.seed), fmt(r.test_err, ".2f"), fmt(r.train_loss, ".4f"),
+                           fmt(r.run.summary.get("iterations") if isinstance(r.run.summary.get("iterations"), int)
                               else None, "d"), display_path(r.run.path)] for r in c.rows]),
                "", *c.lines(), ""]
         if out_dir is not None:
