@@ -171,6 +171,7 @@ def test_the_report_lists_a_paused_run_as_incomplete_with_its_curves_and_no_verd
     assert "0 finished run(s) and 1 incomplete run(s)" in md
     incomplete = md.split("### Incomplete runs", 1)[1]
     assert f"paused at iteration {PAUSE} of 12" in incomplete and "no verdict" in incomplete
+    assert f"train resume={runs / 'cifar_resnet20-seed0'}" in incomplete  # its checkpoint is there
     import csv
 
     rows = list(csv.DictReader((rep.out / "results.csv").open()))
@@ -178,3 +179,15 @@ def test_the_report_lists_a_paused_run_as_incomplete_with_its_curves_and_no_verd
     assert not verdicts & {"reproduced", "better than the paper", "worse than the paper"}, verdicts
     fig6 = rep.out / "figure6_cifar.png"
     assert fig6 in rep.files and fig6.stat().st_size > 10_000  # the paused run's curves are drawn
+
+
+def test_a_copied_record_of_a_paused_run_is_not_offered_a_resume_it_cannot_do(tmp_path: Path) -> None:
+    # The committed records (summary.json, metrics.jsonl, config.yaml; no checkpoints).
+    run, record = tmp_path / "runs" / "cifar_resnet20-seed0", tmp_path / "records" / "cifar_resnet20-seed0"
+    train(run, ["exp_name=cifar_resnet20", f"trainer.pause_at={PAUSE}"])
+    record.mkdir(parents=True)
+    for name in ("summary.json", "metrics.jsonl", "config.yaml"):
+        (record / name).write_bytes((run / name).read_bytes())
+    incomplete = build_report([record.parent], out=tmp_path / "out").markdown.split("### Incomplete runs", 1)[1]
+    assert f"paused at iteration {PAUSE} of 12" in incomplete and "train resume=" not in incomplete
+    assert "no checkpoint here (a copied record)" in incomplete

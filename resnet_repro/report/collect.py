@@ -144,13 +144,22 @@ class Incomplete:
     run: Run | None = None  # a paused run: its summary and curves
 
 
+def resume_hint(run_dir: str | Path) -> str:
+    """How an unfinished run goes on: from its checkpoint, or, for a copied record (summary and
+    curves without checkpoints, as committed under experiments/results/), from where the
+    checkpoint is; a resume here would have nothing to load."""
+    if any((Path(run_dir) / "checkpoints" / name).is_file() for name in ("last.pt", "prev.pt")):
+        return f"`train resume={run_dir}` continues it"
+    return "no checkpoint here (a copied record): continue it where its checkpoint is, or retrain from its config.yaml"
+
+
 def paused(run: Run) -> Incomplete:
     s = run.summary
     err = number(s.get("test_err"))
     at = f" (test error {err:.2f}% there)" if err is not None else ""
     return Incomplete(run.path, run.exp, s.get("iterations"),
                       f"paused at iteration {s.get('iterations')} of {s.get('max_iters')}{at}: a prefix of the "
-                      f"recipe, no verdict; `train resume={run.path}` continues it", run=run)
+                      f"recipe, no verdict; {resume_hint(run.path)}", run=run)
 
 
 def number(v: Any) -> float | None:
@@ -248,7 +257,7 @@ def _incomplete(run_dir: Path) -> Incomplete:
 
     st = run_state(run_dir)
     return Incomplete(str(run_dir), exp, max(iters) if iters else None,
-                      st.short() + (f": `train resume={run_dir}` continues it" if st.state in ("paused", "killed") else ""))
+                      st.short() + (f": {resume_hint(run_dir)}" if st.state in ("paused", "killed") else ""))
 
 
 def _is_report_run(d: Path, names: set[str]) -> bool:
