@@ -25,10 +25,9 @@ import torch
 
 from resnet_repro.atomic import atomic_write
 from resnet_repro.errors import CheckpointError
+from resnet_repro.rundir import LAST, PREV  # noqa: F401  (re-exported: the trainer, analyze, tests)
 
 FORMAT = "resnet_repro/1"
-LAST = Path("checkpoints") / "last.pt"  # inside a run directory
-PREV = Path("checkpoints") / "prev.pt"  # the one before, kept as a fallback
 
 
 def checkpoint_meta(

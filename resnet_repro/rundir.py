@@ -21,6 +21,11 @@ from typing import Any
 from resnet_repro import atomic
 from resnet_repro.errors import CheckpointError, ReproError
 
+# A run's checkpoints, inside its directory (here, not in checkpoint.py, so that torch-free
+# readers such as `report` can look for them).
+LAST = Path("checkpoints") / "last.pt"
+PREV = Path("checkpoints") / "prev.pt"  # the one before, kept as a fallback
+
 
 class RunDirInUse(ReproError):
     """Another process holds the run dir's lock."""
@@ -73,7 +78,7 @@ def remove_stale_temp_files(run_dir: Path) -> None:
 
 def resume_checkpoint(run_dir: Path) -> tuple[dict[str, Any] | None, Path | None]:
     """The newest readable checkpoint of a run, or (None, None) for a fresh run."""
-    from resnet_repro.checkpoint import LAST, PREV, load_checkpoint  # torch: not for `report`'s writes
+    from resnet_repro.checkpoint import load_checkpoint  # torch: not for `report`'s writes
 
     last, prev = run_dir / LAST, run_dir / PREV
     problems = []

@@ -148,7 +148,9 @@ def resume_hint(run_dir: str | Path) -> str:
     """How an unfinished run goes on: from its checkpoint, or, for a copied record (summary and
     curves without checkpoints, as committed under experiments/results/), from where the
     checkpoint is; a resume here would have nothing to load."""
-    if any((Path(run_dir) / "checkpoints" / name).is_file() for name in ("last.pt", "prev.pt")):
+    from resnet_repro.rundir import LAST, PREV
+
+    if any((Path(run_dir) / p).is_file() for p in (LAST, PREV)):
         return f"`train resume={run_dir}` continues it"
     return "no checkpoint here (a copied record): continue it where its checkpoint is, or retrain from its config.yaml"
 
