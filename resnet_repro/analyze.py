@@ -131,7 +131,8 @@ def analyze_run(
     """Layer responses of `<run>/checkpoints/last.pt` on its test split; writes and returns
     `<run>/layer_responses.json` (or the file `out`: `report` writes under its --out only). The model and data come from the checkpoint's saved config
     (as in `evaluate.py`); `data_root` points at another copy of the same data."""
-    from resnet_repro.checkpoint import LAST, load_checkpoint
+    from resnet_repro.checkpoint import load_checkpoint
+    from resnet_repro.rundir import LAST
     from resnet_repro.data.build import load_cifar_splits
     from resnet_repro.data.pipeline import eval_batches
     from resnet_repro.data.sources import ArraySplit

@@ -25,7 +25,7 @@ import torch
 
 from resnet_repro.atomic import atomic_write
 from resnet_repro.errors import CheckpointError
-from resnet_repro.rundir import LAST, PREV  # noqa: F401  (re-exported: the trainer, analyze, tests)
+from resnet_repro.rundir import LAST
 
 FORMAT = "resnet_repro/1"
 

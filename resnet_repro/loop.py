@@ -22,8 +22,6 @@ from torch import nn
 
 from resnet_repro import distributed
 from resnet_repro.checkpoint import (
-    LAST,
-    PREV,
     check_compatible,
     check_same_data,
     checkpoint_meta,
@@ -40,7 +38,7 @@ from resnet_repro.loggers import MetricsSink, round_floats, run_sinks, write_jso
 from resnet_repro.models import count_macs, count_params, input_size
 from resnet_repro.pretrained import set_train_mode
 from resnet_repro.provenance import git_commit
-from resnet_repro.rundir import resume_checkpoint
+from resnet_repro.rundir import LAST, PREV, resume_checkpoint, set_aside_unreadable_last
 from resnet_repro.schedule import WarmupUntilError, build_schedule
 from resnet_repro.loop_state import LoopState, StopSignal
 from resnet_repro.policy import Precision, compile_mode, keep_run_precision, resolve_precision
@@ -89,6 +87,10 @@ class Trainer:
         self.resumed = ckpt is not None
         if ckpt is not None:
             self._resume(ckpt)
+            if ckpt_from == run_dir / PREV and world.is_main:
+                aside = set_aside_unreadable_last(run_dir)
+                if aside is not None:
+                    print(f"note: the unreadable {self.ckpt_path} is kept as {aside}; {ckpt_from} stays the fallback")
 
     # -- set up and resume ------------------------------------------------------------------
 

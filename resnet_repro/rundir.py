@@ -4,6 +4,8 @@
   however it exits (kill -9 included), so a dead run never blocks its directory.
 - `resume_checkpoint`: `checkpoints/last.pt`, or `checkpoints/prev.pt` when the last one is
   torn or corrupt; never a broken state, and never a silent fresh start over a broken one.
+  `set_aside_unreadable_last` then moves the broken last.pt aside (kept), so that the next
+  checkpoint's rotation cannot move it onto the good prev.pt.
 - `results_signature` / `undo_refused`: a refused command (one that changed no result) leaves
   the file system as it found it: it removes only what it created, never a dir that existed.
 """
@@ -14,6 +16,7 @@ import fcntl
 import glob
 import os
 import shutil
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -99,6 +102,18 @@ def resume_checkpoint(run_dir: Path) -> tuple[dict[str, Any] | None, Path | None
             "state: move the checkpoints away to start over"
         )
     return None, None
+
+
+def set_aside_unreadable_last(run_dir: Path) -> Path | None:
+    """After a resume from prev.pt: move the unreadable last.pt out of the rotation (kept, never
+    deleted), so that the next checkpoint does not rotate it onto prev.pt, the one good copy."""
+    last = run_dir / LAST
+    if not last.exists():
+        return None
+    aside = last.with_name(f"{last.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    os.replace(last, aside)
+    atomic.fsync_dir(last.parent)
+    return aside
 
 
 def write_text_atomic(path: Path, text: str) -> None:

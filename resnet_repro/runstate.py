@@ -126,7 +126,7 @@ def checkpoint_iteration(run_dir: Path) -> int | None:
     loading its tensors (memory-mapped); None without one."""
     import torch  # only here: a run dir without checkpoints never pays for it
 
-    from resnet_repro.checkpoint import LAST, PREV
+    from resnet_repro.rundir import LAST, PREV
 
     for rel in (LAST, PREV):
         path = run_dir / rel

@@ -21,13 +21,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from resnet_repro import distributed
-from resnet_repro.checkpoint import LAST, PREV
 from resnet_repro.distributed import world_from_env
 from resnet_repro.errors import CheckpointError, ReproError
 from resnet_repro.loop import Trainer
 from resnet_repro.pretrained import check_weights_norm
 from resnet_repro.resume import reconcile_resume
 from resnet_repro.rundir import (
+    LAST,
+    PREV,
     RunDirInUse,
     RunLock,
     remove_stale_temp_files,

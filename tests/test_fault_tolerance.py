@@ -178,6 +178,25 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(tmp_path: Path, 
     assert_same_run(run, reference)
 
 
+def test_after_falling_back_the_good_checkpoint_survives_the_next_write(tmp_path: Path, reference: Path) -> None:
+    """The first checkpoint after a fall-back to prev.pt must not rotate the torn last.pt onto
+    prev.pt: a crash before the second write would leave no readable checkpoint."""
+    run = tmp_path / "run"
+    train(run, [*LONG, "trainer.max_iters=24"])  # checkpoints at 20 (prev.pt) and 24 (last.pt)
+    ckpts = run / "checkpoints"
+    torn = (ckpts / "last.pt").read_bytes()[: (ckpts / "last.pt").stat().st_size // 2]
+    (ckpts / "last.pt").write_bytes(torn)
+    with pytest.warns(UserWarning, match="resuming from .*prev.pt"):
+        summary = train(run, [*LONG, "trainer.pause_at=24"])  # from 20: one checkpoint, at 24
+    assert summary["status"] == "paused" and summary["iterations"] == 24
+    assert load_checkpoint(ckpts / "prev.pt")["meta"]["iteration"] == 20  # still readable
+    assert load_checkpoint(ckpts / "last.pt")["meta"]["iteration"] == 24
+    kept = [p for p in ckpts.iterdir() if p.name.startswith("last.pt.unreadable-")]
+    assert len(kept) == 1 and kept[0].read_bytes() == torn  # set aside, not deleted
+    train(run, LONG)
+    assert_same_run(run, reference)
+
+
 def test_no_readable_checkpoint_stops_and_touches_nothing(tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(run, [*LONG, "trainer.max_iters=8"])

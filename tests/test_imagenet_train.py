@@ -13,7 +13,8 @@ import torch
 import torchvision
 
 from conftest import REPO, compose_config, write_image_folder
-from resnet_repro.checkpoint import LAST, load_checkpoint, save_checkpoint
+from resnet_repro.checkpoint import load_checkpoint, save_checkpoint
+from resnet_repro.rundir import LAST
 from resnet_repro.evaluate import evaluate_checkpoint
 from resnet_repro.loggers import read_jsonl, round_floats
 from resnet_repro.settings import run_settings
