@@ -156,8 +156,9 @@ def _record_failure(run_dir: Path, reason: str) -> None:
 
 def train_from_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     """The run in `run_dir` from the composed config: a new run, or the continuation of the one
-    whose checkpoint is there (its saved config and only resumable changes). Everything is
-    validated before the run dir, its lock or config.yaml are written."""
+    whose checkpoint is there (its saved config and only resumable changes). The settings are
+    validated before the run dir or its lock are written, config.yaml once the trainer has
+    accepted the data and the checkpoint."""
     composed: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     run_dir = run_dir.absolute()
     saved_path = run_dir / CONFIG_FILE
@@ -185,25 +186,29 @@ def train_from_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> d
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ReproError(f"could not create run dir {run_dir}: {e.strerror or e}") from None
+    saved = OmegaConf.create(record)
+    # When this process pauses is not the run's: `train resume=<dir>` continues to the end.
+    saved.trainer.max_time = saved.trainer.pause_at = None
     with RunLock(run_dir):  # a second process on this run dir is refused
         remove_stale_temp_files(run_dir)
-        saved = OmegaConf.create(record)
-        # When this process pauses is not the run's: `train resume=<dir>` continues to the end.
-        saved.trainer.max_time = saved.trainer.pause_at = None
-        write_text_atomic(saved_path, OmegaConf.to_yaml(saved))
-        return fit(settings, run_dir, record)
+        return fit(settings, run_dir, record, config_yaml=(saved_path, OmegaConf.to_yaml(saved)))
 
 
-def fit(settings: RunSettings, run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+def fit(settings: RunSettings, run_dir: Path, record: dict[str, Any],
+        config_yaml: tuple[Path, str] | None = None) -> dict[str, Any]:
     """Train (or continue training) the run in `run_dir`; returns the summary. Under torchrun
     every process runs this; rank 0 alone writes files and logs. `record`: the resolved config,
     saved in checkpoints and given to W&B. The paper row's recipe (`recipes.reference`) is what
-    the W&B verdict judges the run against."""
+    the W&B verdict judges the run against. `config_yaml` (path, text) is written once the trainer
+    has accepted the data and the checkpoint, so a refused resume leaves the run's file as it was."""
     from resnet_repro.recipes import reference
 
     world = world_from_env()
     device = distributed.setup(world, resolve_device(settings.trainer.device))
     try:
-        return Trainer(settings, run_dir, world, device, record=record, paper=reference(settings.exp_name)).run()
+        trainer = Trainer(settings, run_dir, world, device, record=record, paper=reference(settings.exp_name))
+        if config_yaml is not None:
+            write_text_atomic(*config_yaml)
+        return trainer.run()
     finally:
         distributed.teardown(world)

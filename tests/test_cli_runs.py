@@ -204,10 +204,12 @@ def test_a_resumed_run_follows_its_data_to_another_path_but_not_to_other_data(tm
     r = cli("train", *base, f"data.root={moved}", "trainer.max_iters=4")  # the same data, moved
     assert r.returncode == 0, r.stderr
     assert json.loads((run / "summary.json").read_text())["iterations"] == 4
+    config = (run / "config.yaml").read_bytes()
     r = cli("train", f"resume={run}", f"data.root={other}", "trainer.max_iters=6")
     assert r.returncode == 2 and "not the data this run trained on" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert load_checkpoint(run / "checkpoints" / "last.pt")["meta"]["iteration"] == 4  # untouched
+    assert (run / "config.yaml").read_bytes() == config  # still the run's own recipe (`status` reads it)
 
 
 @pytest.mark.slow
