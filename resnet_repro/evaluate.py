@@ -164,8 +164,8 @@ def _record(path: Path, results: list[dict[str, Any]], split: str, iteration: in
         name = eval_file_name(r["protocol"], iteration, final)
         try:
             write_json_atomic(run_dir / name, record)
-        except OSError as e:
-            print(f"warning: could not record the result in {run_dir}: {e.strerror or e}", file=sys.stderr)
+        except ReproError as e:
+            print(f"warning: {e}: the result is printed above, not recorded", file=sys.stderr)
             continue
         if not final:
             print(f"recorded in {run_dir / name}: iteration {iteration} is not the run's final weights")

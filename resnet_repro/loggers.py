@@ -74,10 +74,12 @@ def round_floats(v: Any, digits: int = RECORD_DIGITS) -> Any:
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write a record as JSON via a temp file + rename (readers never see half a summary.json),
-    floats rounded to RECORD_DIGITS significant digits."""
-    with atomic_write(path, "w") as f:
-        json.dump(round_floats(to_plain(obj)), f, indent=2, allow_nan=False)
-        f.write("\n")
+    floats rounded to RECORD_DIGITS significant digits. A failed write (full disk, no permission,
+    a file where a folder should be) is a `ReproError`: one line, the old file intact."""
+    from resnet_repro.rundir import write_text_atomic
+
+    text = json.dumps(round_floats(to_plain(obj)), indent=2, allow_nan=False) + "\n"
+    write_text_atomic(Path(path), text)
 
 
 def _parsed_lines(path: str | Path) -> list[tuple[str, dict[str, Any]]]:

@@ -117,10 +117,13 @@ def set_aside_unreadable_last(run_dir: Path) -> Path | None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """`atomic.write_text`, its failures one `ReproError` line (the old file stays intact)."""
     try:
         atomic.write_text(path, text)
     except OSError as e:
-        raise ReproError(f"could not write {path}: {e.strerror or e}") from None
+        blocker = next((p for p in path.parents if p.exists()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None and not blocker.is_dir() else e.strerror or e
+        raise ReproError(f"could not write {path}: {why}") from None
 
 
 RESULT_FILES = ("metrics.jsonl", "summary.json", "checkpoints/last.pt", "checkpoints/prev.pt")

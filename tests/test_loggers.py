@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from resnet_repro.errors import ConfigError
+from resnet_repro.errors import ConfigError, ReproError
 from resnet_repro.loggers import (
     JsonlSink,
     MultiSink,
@@ -91,6 +91,29 @@ def test_write_json_atomic_replaces_the_file(tmp_path: Path) -> None:
     write_json_atomic(path, {"test_err": torch.tensor(0.0643)})
     assert json.loads(path.read_text()) == {"test_err": pytest.approx(0.0643)}
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_a_record_that_cannot_be_written_is_one_clear_error(tmp_path: Path, monkeypatch) -> None:
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where the folder should be\n")
+    with pytest.raises(ReproError, match=f"could not write {blocker / 'bench.json'}: {blocker} is a file, not a folder"):
+        write_json_atomic(blocker / "bench.json", {"images_per_s": 385.8})
+    assert blocker.read_text() == "a file where the folder should be\n"
+    # A failure mid-write (a full disk) keeps the old record and leaves no temp file behind.
+    path = tmp_path / "summary.json"
+    write_json_atomic(path, {"test_err": 8.75})
+    import errno
+    import os
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(ReproError, match="could not write .*summary.json: No space left on device"):
+        write_json_atomic(path, {"test_err": 6.97})
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"test_err": 8.75}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results", "summary.json"]
 
 
 def test_records_are_written_without_binary_float_noise(tmp_path: Path) -> None:
