@@ -142,17 +142,23 @@ def final_weights(run_dir: Path, iteration: int, digest: str) -> bool:
     return summary.get("weights_digest") in (None, digest)
 
 
-def eval_file_name(protocol: str, iteration: int, final: bool) -> str:
+def eval_file_name(protocol: str, iteration: int, final: bool, bn_stats: str | None = None) -> str:
     """`eval_<protocol>.json` for the final weights; `eval_<protocol>_iter<N>.json` beside it
-    for any other checkpoint, so an older evaluation never replaces the final one."""
-    return f"eval_{protocol}.json" if final else f"eval_{protocol}_iter{iteration}.json"
+    for any other checkpoint, so an older evaluation never replaces the final one. `bn_stats`
+    (other BN statistics than the data set's default, e.g. "running" for ImageNet) adds
+    `_bn-<kind>`, so an evaluation with other statistics never replaces the default one."""
+    name = f"eval_{protocol}" if final else f"eval_{protocol}_iter{iteration}"
+    if bn_stats is not None:
+        name += "_bn-" + bn_stats.replace(":", "")
+    return name + ".json"
 
 
 def _record(path: Path, results: list[dict[str, Any]], split: str, iteration: int, digest: str,
-            precision_: str) -> None:
+            precision_: str, default_bn: bool = True) -> None:
     """Save each protocol's result beside the run, where `report` finds the 10-crop and
     multi-scale numbers of Tables 2-4: the iteration, the weights' digest, the BN statistics
-    and the precision it was computed in say which weights and how."""
+    and the precision it was computed in say which weights and how. `default_bn`: the BN
+    statistics are the data set's default (precise for ImageNet, running for CIFAR)."""
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
     if run_dir is None or split != "test":
         return
@@ -161,7 +167,7 @@ def _record(path: Path, results: list[dict[str, Any]], split: str, iteration: in
         record = {**{k: v for k, v in r.items() if k != "all"}, "split": split, "iteration": iteration,
                   "weights_digest": digest, "final_weights": final, "precision": precision_,
                   "checkpoint": str(path)}
-        name = eval_file_name(r["protocol"], iteration, final)
+        name = eval_file_name(r["protocol"], iteration, final, None if default_bn else r["bn_stats"])
         try:
             write_json_atomic(run_dir / name, record)
         except ReproError as e:
@@ -254,8 +260,10 @@ def evaluate_checkpoint(
     set_tf32(settings.trainer.tf32)
     prec = precision(dev, amp=False, tf32=settings.trainer.tf32)
     what = f"{settings.model.name} at iteration {meta['iteration']}, {path}"
+    default_batches = IMAGENET_PRECISE_BN_BATCHES if data_settings.name == "imagenet" else 0
     if precise_bn_batches is None:
-        precise_bn_batches = IMAGENET_PRECISE_BN_BATCHES if data_settings.name == "imagenet" else 0
+        precise_bn_batches = default_batches
+    default_bn = precise_bn_batches == default_batches
     if protocol not in ("auto", "single") and data_settings.name != "imagenet":
         raise ConfigError(f"CIFAR is tested on the single original view (§4.2): protocol=single, got {protocol!r}")
 
@@ -285,7 +293,7 @@ def evaluate_checkpoint(
         results = _eval_imagenet(model, files, labels, _imagenet_protocols(protocol), dev, workers, batch_size, what,
                                  norm=imagenet_norm(data_settings.norm), decode=decode)
         results = [{**r, "bn_stats": bn_stats} for r in results]
-        _record(path, results, split, meta["iteration"], digest, prec)
+        _record(path, results, split, meta["iteration"], digest, prec, default_bn)
         return {"split": split, **results[0], "iteration": meta["iteration"], "precision": prec, "all": results}
 
     chosen = splits.test if split == "test" else splits.val
@@ -295,5 +303,5 @@ def evaluate_checkpoint(
     print(f"{split} error {100 * r['err']:.2f}% ({r['n']} images, loss {r['loss']:.4f}) - {what}")
     result = {"split": split, "protocol": "single", "err": 100 * r["err"], "loss": r["loss"], "n": r["n"],
               "bn_stats": bn_stats}
-    _record(path, [result], split, meta["iteration"], digest, prec)
+    _record(path, [result], split, meta["iteration"], digest, prec, default_bn)
     return {**result, "iteration": meta["iteration"], "precision": prec}

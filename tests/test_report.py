@@ -8,10 +8,12 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -294,6 +296,21 @@ def test_stale_evaluations_are_not_judged_and_bn_statistics_are_never_averaged(t
     assert set(t3s) == {"precise:200", "running"}
     assert (t3s["precise:200"]["ours_mean"], t3s["running"]["ours_mean"]) == (22.8, 23.4)
     assert t3s["running"]["n"] == t3s["precise:200"]["n"] == 1
+
+
+def test_of_two_final_evaluations_the_default_bn_statistics_are_shown_and_the_other_named(tmp_path: Path) -> None:
+    run = _imagenet_run(tmp_path, "imagenet_resnet50", 0, 22.8, 6.7)  # eval_ten_crop.json: precise:200
+    other = json.loads((Path(run.path) / "eval_ten_crop.json").read_text()) | {"err": 23.4, "bn_stats": "running"}
+    newer = Path(run.path) / "eval_ten_crop_bn-running.json"
+    newer.write_text(json.dumps(other))
+    os.utime(newer, (time.time() + 60, time.time() + 60))  # written after the default one
+    summary = json.loads((Path(run.path) / "summary.json").read_text())
+    evals, notes = read_eval_results(Path(run.path), summary)
+    assert (evals["ten_crop"]["err"], evals["ten_crop"]["bn_stats"]) == (22.8, "precise:200")
+    assert notes == ["eval_ten_crop_bn-running.json (ten_crop, BN statistics running): eval_ten_crop.json is shown instead"]
+    (Path(run.path) / "eval_ten_crop.json").unlink()  # only the other kind: it is the run's evaluation
+    evals, notes = read_eval_results(Path(run.path), summary)
+    assert (evals["ten_crop"]["err"], evals["ten_crop"]["bn_stats"], notes) == (23.4, "running", [])
 
 
 def test_a_small_folder_run_named_like_an_imagenet_exp_gets_no_table2_verdict(tmp_path: Path) -> None:
@@ -654,6 +671,10 @@ def test_eval_records_its_weights_and_never_replaces_the_final_result_with_an_ol
     evaluate_checkpoint(str(run / "checkpoints" / "prev.pt"), device="cpu")
     assert json.loads((run / "eval_single.json").read_text()) == rec
     assert json.loads((run / "eval_single_iter2.json").read_text())["final_weights"] is False
+    # other BN statistics than CIFAR's default (running): written beside it, never over it
+    other = evaluate_checkpoint(str(run), device="cpu", precise_bn_batches=2)
+    assert other["bn_stats"] == "precise:2" and json.loads((run / "eval_single.json").read_text()) == rec
+    assert json.loads((run / "eval_single_bn-precise2.json").read_text())["bn_stats"] == "precise:2"
     # a run still training (no summary.json) is not final either
     (run / "summary.json").unlink()
     evaluate_checkpoint(str(run), device="cpu")

@@ -183,14 +183,17 @@ def read_eval_results(run_dir: Path, summary: dict[str, Any] | None = None
                       ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """(protocol -> the record of the final weights' evaluation, notes on the others) from
     `<run>/eval_*.json`. A record counts when it is of the run's final weights: the summary's
-    iteration of a complete run and, when both record one, the same weights digest. Held-out
+    iteration of a complete run and, when both record one, the same weights digest. Of several
+    final records of one protocol, the data set's default BN statistics (`eval_<protocol>.json`)
+    win over `eval_<protocol>_bn-<kind>.json`, and the note names the one not shown. Held-out
     (val) results never go beside the paper's val-set numbers."""
     summary = summary or {}
     final_iter = summary.get("iterations")
     complete = summary.get("status", "complete") == "complete"
     out: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
-    for path in sorted(run_dir.glob(EVAL_GLOB), key=lambda p: (p.stat().st_mtime, p.name)):
+    # Records of the default BN statistics (no `_bn-` in the name) come last: they win.
+    for path in sorted(run_dir.glob(EVAL_GLOB), key=lambda p: ("_bn-" not in p.name, p.stat().st_mtime, p.name)):
         for item in _eval_items(path):
             if item.get("protocol") not in EVAL_PROTOCOLS or item.get("split", "test") != "test":
                 continue
@@ -210,6 +213,10 @@ def read_eval_results(run_dir: Path, summary: dict[str, Any] | None = None
             if why:
                 notes.append(f"{path.name} ({item['protocol']}): {why}: not judged")
                 continue
+            if item["protocol"] in out:
+                shadowed = out[item["protocol"]]
+                notes.append(f"{shadowed['file']} ({item['protocol']}, BN statistics {shadowed['bn_stats']}): "
+                             f"{path.name} is shown instead")
             out[item["protocol"]] = {"err": number(item["err"]), "top5_err": number(item.get("top5_err")),
                                      "bn_stats": str(item.get("bn_stats") or "not recorded"),
                                      "precision": str(item.get("precision") or "not recorded"),
