@@ -36,7 +36,8 @@ import torchvision
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from resnet_repro.data.build import CIFAR_SOURCES, load_cifar_splits
+from resnet_repro.data.build import load_cifar_splits
+from resnet_repro.data.settings import CIFAR_SOURCES
 from resnet_repro.training_data import build_training_data
 from resnet_repro.distributed import World
 from resnet_repro.engine import make_sgd, maybe_compile, train_step

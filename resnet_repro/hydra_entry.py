@@ -27,7 +27,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from resnet_repro.config_schema import register_schemas
-from resnet_repro.errors import ReproError
 from resnet_repro.paths import CONF_DIR
 
 
@@ -82,10 +81,9 @@ def _parsed(overrides: Any) -> list[Any]:
 
 
 def _names_a_run(key: str) -> bool:
-    from resnet_repro.resume import RESUMABLE_KEYS
+    from resnet_repro.resume import is_resumable
 
-    return not (key == "exp" or key.startswith("hydra.") or key.startswith("hydra/")
-                or any(key == k or key.startswith(k + ".") for k in RESUMABLE_KEYS))
+    return not (key == "exp" or key.startswith("hydra.") or key.startswith("hydra/") or is_resumable(key))
 
 
 def _item(o: Any) -> str:

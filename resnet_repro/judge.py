@@ -53,6 +53,7 @@ from typing import Any
 
 from resnet_repro import paper
 from resnet_repro.archs import NAMED_MODELS
+from resnet_repro.runstate import summary_status
 
 K = 2.0  # band half-width in standard deviations of (ours mean - paper)
 SIGMA_CIFAR = paper.TABLE6_RESNET110_MEAN_STD[1]  # 0.16: Table 6, ResNet-110 over 5 runs
@@ -222,7 +223,7 @@ def facts_of(summary: Mapping[str, Any]) -> Facts:
     classes = summary.get("num_classes", arch.get("num_classes"))  # type: ignore[union-attr]
     return Facts(data=summary.get("data"), num_classes=classes, train_size=summary.get("train_size"),
                  test_size=summary.get("test_size"), iterations=summary.get("iterations"),
-                 status=summary.get("status", "complete"))
+                 status=summary_status(summary))
 
 
 def planned_facts(data: str, num_classes: int, sizes: Mapping[str, int], max_iters: int) -> Facts:

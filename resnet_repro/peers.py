@@ -107,7 +107,7 @@ def akamaster_model(obj: dict[str, Any], path: str | Path = "weights"):
 def peer_data_settings(data_root: str | Path):
     """Data settings for a public model on a CIFAR-10 copy at `data_root`: an image folder or
     .tar/.tar.gz (the JPEG copy) or torchvision's directory; their per-channel normalisation."""
-    from resnet_repro.data.build import DataSettings
+    from resnet_repro.data.settings import DataSettings
 
     root = Path(data_root)
     folder = root.is_file() or (root / "test").is_dir() or (root / "train").is_dir()

@@ -44,7 +44,8 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: d}
 
 
-def _resumable(key: str) -> bool:
+def is_resumable(key: str) -> bool:
+    """May this setting (a dotted key) change when a run resumes?"""
     return any(key == k or key.startswith(k + ".") for k in RESUMABLE_KEYS)
 
 
@@ -63,7 +64,7 @@ def reconcile_resume(composed: dict[str, Any], saved: dict[str, Any], overrides:
             key = item.split("=", 1)[0].lstrip("+~")
             if key.startswith("hydra.") or key == "resume":
                 continue
-            if not _resumable(key):
+            if not is_resumable(key):
                 raise ConfigError(
                     f"{item.lstrip('+~')!r} cannot change when resuming (the run continues with its saved settings); "
                     f"only {', '.join(k for k in RESUMABLE_KEYS if k != 'resume')} may"
@@ -76,7 +77,7 @@ def reconcile_resume(composed: dict[str, Any], saved: dict[str, Any], overrides:
     for key in sorted(set(new) | set(old), key=lambda k: (not (k.endswith(".name") or k == "exp_name"), k)):
         if key not in old and key not in named:
             continue  # added by a newer version: its default applies
-        if not _resumable(key) and new.get(key, "<unset>") != old.get(key, "<unset>"):
+        if not is_resumable(key) and new.get(key, "<unset>") != old.get(key, "<unset>"):
             raise ConfigError(
                 f"this run dir was started with {key}={old.get(key, '<unset>')!r} but this command sets "
                 f"{new.get(key, '<unset>')!r}; use the same settings, `train resume=<dir>` to continue with "

@@ -28,6 +28,7 @@ from resnet_repro.errors import CheckpointError, ReproError
 # readers such as `report` can look for them).
 LAST = Path("checkpoints") / "last.pt"
 PREV = Path("checkpoints") / "prev.pt"  # the one before, kept as a fallback
+CONFIG_FILE = "config.yaml"  # the run's resolved config (its recipe), beside summary.json
 
 
 class RunDirInUse(ReproError):
@@ -126,7 +127,7 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise ReproError(f"could not write {path}: {why}") from None
 
 
-RESULT_FILES = ("metrics.jsonl", "summary.json", "checkpoints/last.pt", "checkpoints/prev.pt")
+RESULT_FILES = ("metrics.jsonl", "summary.json", str(LAST), str(PREV))
 
 
 def results_signature(run_dir: Path) -> dict[str, tuple[int, int]]:

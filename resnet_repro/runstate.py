@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from resnet_repro.errors import ReproError
+from resnet_repro.rundir import CONFIG_FILE, LAST, PREV
 
 FAILED_FILE = "failed.json"  # written by the train entry when an attempt fails (train._record_failure)
-RUN_MARKERS = ("summary.json", "metrics.jsonl", FAILED_FILE, "config.yaml", ".lock")
+RUN_MARKERS = ("summary.json", "metrics.jsonl", FAILED_FILE, CONFIG_FILE, ".lock")
 SKIP_DIRS = {".hydra", "checkpoints", "wandb", "__pycache__", ".git"}
 RATE_ROWS = 5  # images/s: the median of the last rows' (one row may hold a compile or an evaluation)
 
@@ -79,14 +80,20 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return d if isinstance(d, dict) else None
 
 
-def _read_config(run_dir: Path) -> dict[str, Any]:
+def read_config(run_dir: Path) -> dict[str, Any] | None:
+    """The run's resolved config.yaml (plain YAML), or None when it is missing or unreadable."""
     import yaml
 
     try:
-        c = yaml.safe_load((run_dir / "config.yaml").read_text())
+        c = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
     except (OSError, yaml.YAMLError):
-        return {}
-    return c if isinstance(c, dict) else {}
+        return None
+    return c if isinstance(c, dict) else None
+
+
+def summary_status(summary: dict[str, Any]) -> str:
+    """summary.json's status: complete, paused (summaries from before it was recorded: complete)."""
+    return str(summary.get("status", "complete"))
 
 
 def lock_holder(run_dir: Path) -> int | None:
@@ -126,8 +133,6 @@ def checkpoint_iteration(run_dir: Path) -> int | None:
     loading its tensors (memory-mapped); None without one."""
     import torch  # only here: a run dir without checkpoints never pays for it
 
-    from resnet_repro.rundir import LAST, PREV
-
     for rel in (LAST, PREV):
         path = run_dir / rel
         if not path.is_file():
@@ -140,7 +145,7 @@ def checkpoint_iteration(run_dir: Path) -> int | None:
     return None
 
 
-def _rate(run_dir: Path, batch_size: Any) -> tuple[float | None, int | None]:
+def _rate(run_dir: Path) -> tuple[float | None, int | None]:
     from resnet_repro.loggers import read_jsonl
 
     metrics = run_dir / "metrics.jsonl"
@@ -150,16 +155,10 @@ def _rate(run_dir: Path, batch_size: Any) -> tuple[float | None, int | None]:
     return (statistics.median(rates) if rates else None), last
 
 
-def summary_status(run_dir: Path) -> str | None:
-    """summary.json's status ("complete" for summaries from before it was recorded), or None."""
-    summary = _read_json(run_dir / "summary.json")
-    return None if summary is None else str(summary.get("status", "complete"))
-
-
 def run_state(run_dir: Path) -> RunState:
     run_dir = Path(run_dir)
     summary = _read_json(run_dir / "summary.json")
-    config = _read_config(run_dir)
+    config = read_config(run_dir) or {}
     trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
     max_iters = trainer.get("max_iters") or (summary or {}).get("max_iters")
     batch = trainer.get("batch_size") or (summary or {}).get("batch_size")
@@ -168,7 +167,7 @@ def run_state(run_dir: Path) -> RunState:
     failed = _read_json(run_dir / FAILED_FILE)
     if pid is not None:
         st.state, st.pid = "running", pid
-        rate, st.iteration = _rate(run_dir, batch)
+        rate, st.iteration = _rate(run_dir)
         st.images_per_s = rate
     else:
         ckpt = checkpoint_iteration(run_dir)
@@ -176,7 +175,7 @@ def run_state(run_dir: Path) -> RunState:
         if failed is not None and failed.get("iteration") == ckpt:
             st.state, st.reason, st.iteration = "failed", str(failed.get("reason", "unknown reason")), ckpt
             return st
-        status = None if summary is None else str(summary.get("status", "complete"))
+        status = None if summary is None else summary_status(summary)
         if status is not None and (ckpt is None or ckpt == summary.get("iterations")):
             if status == "complete":
                 st.state, st.iteration, st.test_err = "complete", summary.get("iterations"), summary.get("test_err")
@@ -186,7 +185,7 @@ def run_state(run_dir: Path) -> RunState:
                 st.max_iters = summary.get("max_iters") or st.max_iters
                 ckpt = summary.get("iterations")
         st.iteration = ckpt
-        st.images_per_s = _rate(run_dir, batch)[0]
+        st.images_per_s = _rate(run_dir)[0]
     if st.images_per_s and st.max_iters and isinstance(batch, int) and st.iteration is not None:
         st.seconds_left = max(st.max_iters - st.iteration, 0) * batch / st.images_per_s
     return st
@@ -239,12 +238,13 @@ def cli_main(argv: list[str]) -> int:
     for d in dirs:
         st = run_state(d)
         counts[st.state] = counts.get(st.state, 0) + 1
-        print(f"{_display(d)}: {st.short()}")
+        print(f"{display_path(d)}: {st.short()}")
     print(f"{len(dirs)} run(s): " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
     return 0
 
 
-def _display(p: Path) -> str:
+def display_path(p: str | Path) -> str:
+    """Relative to the working directory when inside it, else as given."""
     try:
         rel = os.path.relpath(p)
     except ValueError:

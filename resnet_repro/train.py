@@ -27,6 +27,7 @@ from resnet_repro.loop import Trainer
 from resnet_repro.pretrained import check_weights_norm
 from resnet_repro.resume import reconcile_resume
 from resnet_repro.rundir import (
+    CONFIG_FILE,
     LAST,
     PREV,
     RunDirInUse,
@@ -39,8 +40,6 @@ from resnet_repro.rundir import (
 from resnet_repro.runstate import FAILED_FILE
 from resnet_repro.policy import resolve_device
 from resnet_repro.settings import RunSettings, per_process_batch_checked, run_settings
-
-CONFIG_FILE = "config.yaml"
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,13 +14,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from resnet_repro.data.build import (
-    CifarSplits,
-    DataSettings,
-    imagenet_norm,
-    load_cifar_splits,
-    names_fingerprint,
-)
+from resnet_repro.data.build import CifarSplits, imagenet_norm, load_cifar_splits, names_fingerprint
+from resnet_repro.data.settings import DataSettings
 from resnet_repro.data.pipeline import TrainStream, eval_batches, to_device
 from resnet_repro.distributed import all_reduce_sum
 from resnet_repro.engine import evaluate

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from resnet_repro.data.settings import CIFAR_SOURCES, DATA_SOURCES, NORMS, DataSettings  # noqa: F401
+from resnet_repro.data.settings import DATA_SOURCES, NORMS, DataSettings
 from resnet_repro.data.imagenet_stats import IMAGENET_MEAN, IMAGENET_STD
 from resnet_repro.data.pipeline import per_pixel_mean
 from resnet_repro.data.sources import (

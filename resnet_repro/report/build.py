@@ -14,7 +14,8 @@ from typing import Any
 from resnet_repro import judge, paper
 from resnet_repro.errors import ConfigError, ReproError
 from resnet_repro.report.claims import ordering_section, precision_section, warmup_section
-from resnet_repro.report.collect import Incomplete, Run, data_label, display_path, find_runs, runs_from_wandb
+from resnet_repro.report.collect import Incomplete, Run, data_label, find_runs, runs_from_wandb
+from resnet_repro.runstate import display_path
 from resnet_repro.report.compare import fold_copies, group_runs, same_seed_notes
 from resnet_repro.report.figures import add_layer_responses, figure7_section, figure_sections
 from resnet_repro.report.tables import (

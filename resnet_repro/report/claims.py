@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from resnet_repro.report.collect import Run, data_label, display_path, number
+from resnet_repro.report.collect import Run, data_label, number
+from resnet_repro.runstate import display_path
 from resnet_repro.report.compare import Group, mean_curve, points
 from resnet_repro.report.tables import fmt, md_table
 

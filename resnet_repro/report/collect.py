@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from collections.abc import Sequence
 from resnet_repro import judge, paper
 from resnet_repro.errors import ReproError
 from resnet_repro.loggers import read_jsonl
-from resnet_repro.runstate import FAILED_FILE, find_run_dirs
+from resnet_repro.runstate import FAILED_FILE, find_run_dirs, read_config, run_state, summary_status
 
 # The ImageNet tables' protocols (§3.4): 10-crop for Tables 2 and 3, multi-scale for Table 4.
 # `eval` writes `<run>/eval_<protocol>.json` for the final weights ({"protocol", "err": top-1 %,
@@ -189,7 +188,7 @@ def read_eval_results(run_dir: Path, summary: dict[str, Any] | None = None
     (val) results never go beside the paper's val-set numbers."""
     summary = summary or {}
     final_iter = summary.get("iterations")
-    complete = summary.get("status", "complete") == "complete"
+    complete = summary_status(summary) == "complete"
     out: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
     # Records of the default BN statistics (no `_bn-` in the name) come last: they win.
@@ -236,34 +235,14 @@ def load_run(run_dir: Path) -> Run:
     metrics = run_dir / "metrics.jsonl"
     rows = read_jsonl(metrics) if metrics.is_file() else []
     evals, stale = read_eval_results(run_dir, summary)
-    return Run(str(run_dir), summary, rows, evals, read_responses(run_dir), config=_read_config(run_dir),
+    return Run(str(run_dir), summary, rows, evals, read_responses(run_dir), config=read_config(run_dir),
                stale_evals=stale)
 
 
-def _read_config(run_dir: Path) -> dict[str, Any] | None:
-    """The run's resolved config.yaml (plain YAML), or None: the recipe then says what is
-    not recorded."""
-    import yaml
-
-    try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    return config if isinstance(config, dict) else None
-
-
 def _incomplete(run_dir: Path) -> Incomplete:
-    exp = "?"
-    try:
-        from omegaconf import OmegaConf
-
-        exp = str(OmegaConf.load(run_dir / "config.yaml").get("exp_name", "?"))
-    except Exception:  # no or unreadable config.yaml: the name stays unknown
-        pass
+    exp = str((read_config(run_dir) or {}).get("exp_name", "?"))  # no or unreadable config.yaml: unknown
     metrics = run_dir / "metrics.jsonl"
     iters = [r["iter"] for r in read_jsonl(metrics) if isinstance(r.get("iter"), int)] if metrics.is_file() else []
-    from resnet_repro.runstate import run_state  # the same states as `status` (issue 21)
-
     st = run_state(run_dir)
     return Incomplete(str(run_dir), exp, max(iters) if iters else None,
                       st.short() + (f": {resume_hint(run_dir)}" if st.state in ("paused", "killed") else ""))
@@ -285,7 +264,7 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Incomplete]]
             incomplete.append(_incomplete(d))
             continue
         run = load_run(d)
-        if run.summary.get("status", "complete") == "paused":
+        if summary_status(run.summary) == "paused":
             incomplete.append(paused(run))
         else:
             runs.append(run)
@@ -307,10 +286,4 @@ def runs_from_wandb(project: str) -> tuple[list[Run], list[Incomplete]]:
     return runs, incomplete
 
 
-def display_path(p: str) -> str:
-    """Relative to the working directory when inside it, else as given."""
-    try:
-        rel = os.path.relpath(p)
-    except ValueError:
-        return p
-    return p if rel.startswith("..") else rel
+

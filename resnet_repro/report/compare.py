@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from resnet_repro import judge
-from resnet_repro.report.collect import Run, data_label, display_path, number
+from resnet_repro.report.collect import Run, data_label, number
+from resnet_repro.runstate import display_path
 
 PAPER_RECIPE = "paper"
 
