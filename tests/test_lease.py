@@ -19,10 +19,10 @@ from conftest import REPO, compose_config
 from omegaconf import OmegaConf
 
 from resnet_repro.errors import ReproError
-from resnet_repro.lease import records
 from resnet_repro.lease.bench_plan import choose, run_benches
 from resnet_repro.lease.cli import main
-from resnet_repro.lease.records import _alive, has_status_command
+from resnet_repro.lease.records import _alive
+from resnet_repro.rundir import RunLock
 from resnet_repro.lease.settings import LeaseSettings
 from resnet_repro.lease.sweep import jobs, sweep_commands
 
@@ -279,7 +279,7 @@ def _fake_run(sweep: Path, name: str, it: int, rate: float, summary: dict | None
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.pt").write_bytes(b"weights")
     (run / "config.yaml").write_text("trainer:\n  max_iters: 64000\n")
-    rows = [{"iter": i, "images_per_s": rate / 2 if i < it else rate, "train/err": 50.0} for i in range(100, it + 1, 100)]
+    rows = [{"iter": i, "images_per_s": rate / 2 if i == 100 else rate, "train/err": 50.0} for i in range(100, it + 1, 100)]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"iter": 9')  # a row being written
     if summary:
         (run / "summary.json").write_text(json.dumps(summary))
@@ -292,27 +292,30 @@ def test_poll_and_collect_read_every_run_and_pack_no_checkpoint(tmp_path: Path, 
     sweep = runs / "cifar_paper_runs"
     _fake_run(sweep, "0-cifar_resnet20-seed0", 64000, 30000.0,
               {"status": "complete", "iterations": 64000, "images_per_s": 29000.0, "test_err": 8.5})
-    _fake_run(sweep, "1-cifar_plain20-seed0", 2300, 28000.0, None)
+    training = _fake_run(sweep, "1-cifar_plain20-seed0", 2300, 28000.0, None)
     (lease / "plan.json").write_text(json.dumps({"processes": [{"pid": 2**22 + 7, "log": str(lease / "sweep-0.log")}],
                                                  "jobs": ["a", "b", "c"]}))
     (lease / "sweep-0.log").write_text("iter 2000: test/err 30.00%\n")
     (lease / "bench_cifar_resnet20-default.json").write_text("{}")
     for k, v in {"LEASE_DIR": lease, "LEASE_RUNS": runs}.items():
         monkeypatch.setenv(k, str(v))
-    monkeypatch.setattr(records, "has_status_command", lambda: False)  # this reads the files itself
-    assert main(["poll"]) == 0
+    with RunLock(training):  # a process holds the second run: it is training
+        assert main(["poll"]) == 0
     text = capsys.readouterr().out
     assert "sweep process 0 (pid 4194311): ended; last line: iter 2000" in text
     assert "2 of 3 runs started" in text
-    assert "0-cifar_resnet20-seed0: complete at iteration 64000 of 64000, 29000 images/s, test error 8.50%" in text
-    assert "1-cifar_plain20-seed0: running at iteration 2300 of 64000, 28000 images/s" in text
+    assert "0-cifar_resnet20-seed0: complete (test error 8.50%, 64000 iterations)" in text  # as `status` says
+    assert f"1-cifar_plain20-seed0: running (pid {os.getpid()}) at iteration 2300 of 64000, 28000 images/s" in text
+    assert main(["poll"]) == 0  # nobody holds it now, and its checkpoint is unreadable
+    assert "1-cifar_plain20-seed0: killed before its first checkpoint" in capsys.readouterr().out
 
     # the script's own verbs on the same files
     env = {"LEASE_PYTHON": sys.executable, "LEASE_DIR": str(lease), "LEASE_RUNS": str(runs), "OUT": str(out)}
     r = run_lease("poll", env)
     assert r.returncode == 0, r.stderr
     assert "0-cifar_resnet20-seed0" in r.stdout and "1-cifar_plain20-seed0" in r.stdout
-    r = run_lease("collect", env)
+    with RunLock(training):
+        r = run_lease("collect", env)
     assert r.returncode == 0, r.stderr
     (tar_path,) = out.glob("*.tar.gz")
     with tarfile.open(tar_path) as tar:
@@ -404,10 +407,7 @@ def _start_poll_collect(tmp_path: Path, env: dict[str, str]) -> None:
     r = run_lease("poll", env)
     assert r.returncode == 0, r.stderr
     assert "4 of 4 runs started" in r.stdout
-    if has_status_command():  # the sweeps issue's `status` prints the lines
-        assert r.stdout.count("complete") >= 4
-    else:
-        assert r.stdout.count("complete at iteration 2 of 2") == 4
+    assert r.stdout.count("complete (test error") == 4  # one `status` line per run
 
     r = run_lease("collect", env)
     assert r.returncode == 0, r.stderr

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import tarfile
 import time
 from pathlib import Path
 from typing import Any
 
+from resnet_repro import runstate
 from resnet_repro.errors import ReproError
 from resnet_repro.lease.machine import environment
 from resnet_repro.lease.settings import SWEEP_EXP, LeaseSettings
@@ -30,40 +30,16 @@ def _started(run: Path) -> float:
     return (hydra if hydra.is_dir() else run).stat().st_mtime
 
 
-def _last_row(metrics: Path) -> dict[str, Any] | None:
-    if not metrics.is_file():
-        return None
-    last = None
-    for line in metrics.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a row being written
-        if "iter" in row and "images_per_s" in row:
-            last = row
-    return last
-
-
 def run_state(run: Path) -> dict[str, Any]:
-    """One run's state from its files: status, iteration of max_iters, images/s."""
-    from omegaconf import OmegaConf
-
-    max_iters = OmegaConf.load(run / "config.yaml").trainer.max_iters
-    row = _last_row(run / "metrics.jsonl")
-    state: dict[str, Any] = {"run": run.name, "iter": row["iter"] if row else 0, "max_iters": max_iters,
-                             "images_per_s": round(row["images_per_s"], 1) if row else None, "status": "running"}
-    summary = run / "summary.json"
-    if summary.is_file():
-        sm = json.loads(summary.read_text())
-        state.update(status=sm.get("status", "complete"), iter=sm.get("iterations", state["iter"]),
-                     images_per_s=sm.get("images_per_s", state["images_per_s"]), test_err=sm.get("test_err"))
-    return state
+    """One run's state as `status` reads it (runstate), as a record for collected.json."""
+    st = runstate.run_state(run)
+    return {"run": run.name, "status": st.state, "iter": st.iteration, "max_iters": st.max_iters,
+            "images_per_s": round(st.images_per_s, 1) if st.images_per_s else None, "test_err": st.test_err,
+            "line": st.short()}
 
 
 def format_state(st: dict[str, Any]) -> str:
-    ips = f"{st['images_per_s']:.0f} images/s" if st.get("images_per_s") else "no rate yet"
-    err = f", test error {st['test_err']:.2f}%" if st.get("test_err") is not None else ""
-    return f"{st['run']}: {st['status']} at iteration {st['iter']} of {st['max_iters']}, {ips}{err}"
+    return f"{st['run']}: {st['line']}"
 
 
 def _alive(pid: int) -> bool:
@@ -79,12 +55,6 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def has_status_command() -> bool:
-    from resnet_repro.cli import COMMANDS
-
-    return "status" in COMMANDS
-
-
 def poll(s: LeaseSettings) -> int:
     plan_path = s.lease_dir / "plan.json"
     if not plan_path.is_file():
@@ -96,13 +66,6 @@ def poll(s: LeaseSettings) -> int:
               + (f"; last line: {tail[0][:160]}" if tail else ""))
     runs = run_dirs(s.sweep_dir) if s.sweep_dir.is_dir() else []
     print(f"{len(runs)} of {len(plan['jobs'])} runs started in {s.sweep_dir}")
-    if runs and has_status_command():
-        r = subprocess.run([s.python, "-m", "resnet_repro", "status", *map(str, runs)], text=True,
-                           capture_output=True)
-        print(r.stdout, end="")
-        if r.returncode == 0:
-            return 0
-        print(f"(`resnet_repro status` failed: {r.stderr.strip()[-200:]}; reading the files instead)")
     for run in runs:
         print(format_state(run_state(run)))
     return 0
