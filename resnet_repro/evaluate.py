@@ -38,7 +38,7 @@ from resnet_repro.pretrained import apply_weights, infer_torchvision_model
 from resnet_repro.policy import resolve_device
 from resnet_repro.protocol_names import PROTOCOLS as IMAGENET_PROTOCOLS
 from resnet_repro.provenance import weights_digest
-from resnet_repro.runstate import summary_status
+from resnet_repro.runstate import not_final_weights
 from resnet_repro.trained import model_from_checkpoint
 from resnet_repro.config_schema import EvalSchema, validated
 
@@ -136,11 +136,7 @@ def final_weights(run_dir: Path, iteration: int, digest: str) -> bool:
         summary = json.loads((run_dir / "summary.json").read_text())
     except (OSError, ValueError):
         return False
-    if not isinstance(summary, dict) or summary_status(summary) != "complete":
-        return False
-    if summary.get("iterations") != iteration:
-        return False
-    return summary.get("weights_digest") in (None, digest)
+    return isinstance(summary, dict) and not_final_weights(summary, iteration, digest) is None
 
 
 def eval_file_name(protocol: str, iteration: int, final: bool, bn_stats: str | None = None) -> str:

@@ -96,6 +96,22 @@ def summary_status(summary: dict[str, Any]) -> str:
     return str(summary.get("status", "complete"))
 
 
+def not_final_weights(summary: dict[str, Any], iteration: Any, digest: Any) -> str | None:
+    """Why weights at `iteration` (with `digest`) are not the run's final ones, or None when
+    they are: the summary says complete at that iteration and, when both record one, the same
+    weights digest. What `eval` names its records by and what the report judges."""
+    final_iter = summary.get("iterations")
+    if not isinstance(iteration, int):
+        return "records no iteration (re-run `eval` to judge it)"
+    if summary_status(summary) != "complete":
+        return f"iteration {iteration}, the run is {summary_status(summary)}"
+    if iteration != final_iter:
+        return f"iteration {iteration}, not the final weights ({final_iter})"
+    if digest and summary.get("weights_digest") and digest != summary["weights_digest"]:
+        return "other weights than the run's final ones (digest differs)"
+    return None
+
+
 def lock_holder(run_dir: Path) -> int | None:
     """The pid holding `<run>/.lock`, or None. Looks the flock up in /proc/locks (Linux) by the
     file's inode, without taking it; elsewhere, whether the pid in the file is alive."""

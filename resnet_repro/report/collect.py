@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from resnet_repro import judge, paper
 from resnet_repro.errors import ReproError
 from resnet_repro.loggers import read_jsonl
-from resnet_repro.runstate import FAILED_FILE, find_run_dirs, read_config, run_state, summary_status
+from resnet_repro.runstate import FAILED_FILE, find_run_dirs, not_final_weights, read_config, run_state, summary_status
 
 # The ImageNet tables' protocols (§3.4): 10-crop for Tables 2 and 3, multi-scale for Table 4.
 # `eval` writes `<run>/eval_<protocol>.json` for the final weights ({"protocol", "err": top-1 %,
@@ -187,8 +187,6 @@ def read_eval_results(run_dir: Path, summary: dict[str, Any] | None = None
     win over `eval_<protocol>_bn-<kind>.json`, and the note names the one not shown. Held-out
     (val) results never go beside the paper's val-set numbers."""
     summary = summary or {}
-    final_iter = summary.get("iterations")
-    complete = summary_status(summary) == "complete"
     out: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
     # Records of the default BN statistics (no `_bn-` in the name) come last: they win.
@@ -198,17 +196,8 @@ def read_eval_results(run_dir: Path, summary: dict[str, Any] | None = None
                 continue
             if number(item.get("err")) is None:
                 continue
-            it, digest = item.get("iteration"), item.get("weights_digest")
-            if not isinstance(it, int):
-                why = "records no iteration (re-run `eval` to judge it)"
-            elif not complete:
-                why = f"iteration {it}, the run is {summary.get('status')}"
-            elif it != final_iter:
-                why = f"iteration {it}, not the final weights ({final_iter})"
-            elif digest and summary.get("weights_digest") and digest != summary["weights_digest"]:
-                why = "other weights than the run's final ones (digest differs)"
-            else:
-                why = None
+            it = item.get("iteration")
+            why = not_final_weights(summary, it, item.get("weights_digest"))
             if why:
                 notes.append(f"{path.name} ({item['protocol']}): {why}: not judged")
                 continue
