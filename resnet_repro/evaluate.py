@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from resnet_repro.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint_path
 from resnet_repro.data.build import imagenet_norm, load_cifar_splits
@@ -41,15 +41,16 @@ from resnet_repro.provenance import weights_digest
 from resnet_repro.runstate import not_final_weights
 from resnet_repro.trained import model_from_checkpoint
 from resnet_repro.config_schema import EvalSchema, validated
+from resnet_repro.settings import EvalSettings
 
 
 def _task(cfg: DictConfig) -> None:
     try:
-        cfg = OmegaConf.create(validated(cfg, EvalSchema))  # conf/eval.yaml's types (settings.EvalSettings)
+        e = EvalSettings(**validated(cfg, EvalSchema))  # conf/eval.yaml, typed and checked
         evaluate_checkpoint(
-            str(cfg.ckpt), split=str(cfg.split), data_root=cfg.data_root, device=str(cfg.device),
-            batch_size=int(cfg.batch_size), protocol=str(cfg.protocol), workers=int(cfg.workers),
-            precise_bn_batches=_precise_bn_setting(cfg.precise_bn_batches), decode=str(cfg.get("decode", "auto")),
+            e.ckpt, split=e.split, data_root=e.data_root, device=e.device, batch_size=e.batch_size,
+            protocol=e.protocol, workers=e.workers, precise_bn_batches=_precise_bn_setting(e.precise_bn_batches),
+            decode=e.decode,
         )
     except ReproError as e:
         print(f"error: {e}", file=sys.stderr)
