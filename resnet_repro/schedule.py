@@ -319,11 +319,6 @@ def build_schedule(
     if warmup is not None:
         w = dict(warmup)
         _unknown_keys(w, _WARMUP_KEYS, "warm-up")
-        if w.pop("enabled", True):
-            schedule = WarmupUntilError(
-                schedule,
-                warmup_lr=w.get("lr", 0.01),
-                error_threshold=w.get("error_threshold", 0.8),
-                max_iters=w.get("max_iters"),
-            )
+        if w.pop("enabled", True):  # the constructor's defaults for what `w` leaves out
+            schedule = WarmupUntilError(schedule, **{("warmup_lr" if k == "lr" else k): v for k, v in w.items()})
     return schedule

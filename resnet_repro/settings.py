@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from resnet_repro.archs import Arch, names_after_network
 from resnet_repro.data.settings import DataSettings
 from resnet_repro.errors import ConfigError
+from resnet_repro.schedule import build_schedule
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,10 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
         _positive_int(warmup["max_iters"], "schedule.warmup.max_iters")
     schedule = ScheduleSettings(**{**s, "milestones": tuple(s["milestones"])}, warmup=warmup or None,
                                 check_every=check_every)
+    # The schedule's own range checks (plateau factor, warm-up threshold, ...), now rather than
+    # after the data has loaded.
+    build_schedule(schedule.kind, base_lr=schedule.base_lr, milestones=schedule.milestones, gamma=schedule.gamma,
+                   warmup=schedule.warmup, plateau=schedule.plateau)
     if schedule.kind == "plateau" and data.val_size == 0:
         # Nothing to watch: the LR would silently stay at base_lr for the whole run.
         raise ConfigError(

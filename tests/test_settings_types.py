@@ -99,6 +99,11 @@ def test_range_checks_still_apply() -> None:
         run_settings(_with(_config("default"), "trainer.max_iters", -1))
     with pytest.raises(ConfigError, match="bench.iters must be >= 1"):
         bench_settings({"iters": 0})
+    # the schedule's own ranges, refused with the settings (before any data loads)
+    with pytest.raises(ConfigError, match=r"warm-up error_threshold must be a fraction in \(0, 1\], got 80"):
+        run_settings(compose_config(["+exp=cifar_resnet110", "schedule.warmup.error_threshold=80"]))
+    with pytest.raises(ConfigError, match=r"plateau factor must be in \(0, 1\), got 10"):
+        run_settings(compose_config(["+exp=imagenet_resnet18", "schedule.plateau.factor=10"]))
 
 
 @pytest.mark.parametrize(
