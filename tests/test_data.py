@@ -15,17 +15,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from resnet_repro.data import (
-    ArraySplit,
-    TrainStream,
-    eval_batches,
-    load_cifar10,
-    load_image_folder,
-    make_synthetic,
-    per_pixel_mean,
-    split_train_val,
-    to_device,
-)
+from resnet_repro.data.pipeline import TrainStream, eval_batches, per_pixel_mean, to_device
+from resnet_repro.data.sources import ArraySplit, load_cifar10, load_image_folder, split_train_val
+from resnet_repro.data.synthetic import make_synthetic
 from resnet_repro.errors import DataError
 
 from conftest import write_image_folder

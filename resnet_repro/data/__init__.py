@@ -7,26 +7,6 @@ on the device), build.py (a source by name), settings.py (`data.*`, torch-free),
 generated_folders.py (folders for tests and bench). Imports nothing above this package but
 errors and atomic writes.
 
-The names below are imported on first use, so `resnet_repro.data.settings` stays torch-free.
+Import from the module that does the job (`from resnet_repro.data.pipeline import TrainStream`):
+this package re-exports nothing, so `resnet_repro.data.settings` stays torch-free.
 """
-
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-_HOMES = {
-    "TrainStream": "pipeline", "eval_batches": "pipeline", "normalize": "pipeline",
-    "per_pixel_mean": "pipeline", "to_device": "pipeline",
-    "ArraySplit": "sources", "Dataset": "sources", "load_cifar10": "sources",
-    "load_image_folder": "sources", "split_train_val": "sources",
-    "make_synthetic": "synthetic",
-}
-
-__all__ = sorted(_HOMES)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'resnet_repro.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"resnet_repro.data.{_HOMES[name]}"), name)
