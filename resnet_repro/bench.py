@@ -43,7 +43,8 @@ from resnet_repro.distributed import World
 from resnet_repro.engine import make_sgd, maybe_compile, train_step
 from resnet_repro.errors import ConfigError, ReproError
 from resnet_repro.loggers import write_json_atomic
-from resnet_repro.models import build_from_arch, input_size
+from resnet_repro.archs import input_size
+from resnet_repro.models import build_from_arch
 from resnet_repro.provenance import environment, peak_memory, reset_peak_memory
 from resnet_repro.policy import compile_mode, cpu_record, resolve_device, resolve_precision
 from resnet_repro.settings import PRECISION_PATHS, BenchSettings, RunSettings, run_settings

@@ -33,7 +33,8 @@ from resnet_repro.data.pipeline import eval_batches
 from resnet_repro.engine import evaluate, precision, set_tf32
 from resnet_repro.errors import ConfigError, DataError, ReproError
 from resnet_repro.loggers import write_json_atomic
-from resnet_repro.models import build_from_arch, get_arch
+from resnet_repro.archs import get_arch
+from resnet_repro.models import build_from_arch
 from resnet_repro.pretrained import apply_weights, infer_torchvision_model
 from resnet_repro.policy import resolve_device
 from resnet_repro.protocol_names import PROTOCOLS as IMAGENET_PROTOCOLS

@@ -35,7 +35,8 @@ from resnet_repro.engine import make_sgd, set_tf32, train_step
 from resnet_repro.errors import ReproError
 from resnet_repro import judge
 from resnet_repro.loggers import MetricsSink, round_floats, run_sinks, write_json_atomic
-from resnet_repro.models import count_macs, count_params, input_size
+from resnet_repro.archs import input_size
+from resnet_repro.macs import count_macs, count_params
 from resnet_repro.pretrained import set_train_mode
 from resnet_repro.provenance import git_commit
 from resnet_repro.rundir import LAST, PREV, resume_checkpoint, set_aside_unreadable_last

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from resnet_repro import paper
 from resnet_repro.macs import count_macs, count_params
-from resnet_repro.models import NAMED_MODELS, Arch, build_meta, input_size
+from resnet_repro.archs import NAMED_MODELS, Arch, input_size
+from resnet_repro.models import build_meta
 
 
 def model_rows(names: list[str] | None = None) -> list[dict]:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from resnet_repro.archs import (  # noqa: F401 (re-exported: the torch-free half of this module)
+from resnet_repro.archs import (
     BOTTLENECK_STRIDES,
     CIFAR_WIDTHS,
     IMAGENET_LAYERS,
@@ -30,25 +30,18 @@ from resnet_repro.archs import (  # noqa: F401 (re-exported: the torch-free half
     SHORTCUTS,
     Arch,
     BottleneckStride,
-    Family,
     Shortcut,
     get_arch,
-    input_size,
-    name_for,
-    names_after_network,
 )
-from resnet_repro.blocks import (  # noqa: F401 (re-exported)
+from resnet_repro.blocks import (
     BLOCKS,
     BasicBlock,
     Bottleneck,
-    ZeroPadShortcut,
     _make_shortcut,
-    conv1x1,
     conv3x3,
 )
 from resnet_repro.errors import ConfigError
-from resnet_repro.grouped_bn import GroupedBatchNorm2d, NormFactory, _check_group_size, _norm_factory  # noqa: F401
-from resnet_repro.macs import count_macs, count_params  # noqa: F401 (re-exported)
+from resnet_repro.grouped_bn import _check_group_size, _norm_factory
 
 
 

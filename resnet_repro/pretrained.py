@@ -15,7 +15,7 @@ from torch import nn
 
 from resnet_repro.checkpoint import FORMAT, load_checkpoint
 from resnet_repro.errors import CheckpointError, ConfigError
-from resnet_repro.models import IMAGENET_LAYERS
+from resnet_repro.archs import IMAGENET_LAYERS
 
 StateDict = dict[str, torch.Tensor]
 

@@ -8,6 +8,9 @@ import torchvision
 from torch import nn
 
 from resnet_repro import models as M
+from resnet_repro.blocks import ZeroPadShortcut
+from resnet_repro.grouped_bn import GroupedBatchNorm2d
+from resnet_repro.macs import count_macs
 from resnet_repro.errors import ConfigError
 
 
@@ -50,13 +53,13 @@ def test_torchvision_state_dict_loads_and_gives_identical_outputs(depth: int) ->
 )
 def test_multiply_adds_within_5_percent_of_table1(depth: int, gmacs: float) -> None:
     model = M.build_meta(f"imagenet_resnet{depth}")  # the paper's layout: stride on the 1x1
-    macs = M.count_macs(model, 224)
+    macs = count_macs(model, 224)
     assert abs(macs / (gmacs * 1e9) - 1) < 0.05
 
 
 def test_v15_bottleneck_costs_more_than_the_papers_layout() -> None:
-    paper = M.count_macs(M.build_meta("imagenet_resnet50"), 224)
-    v15 = M.count_macs(M.build_meta("imagenet_resnet50", bottleneck_stride="3x3"), 224)
+    paper = count_macs(M.build_meta("imagenet_resnet50"), 224)
+    v15 = count_macs(M.build_meta("imagenet_resnet50", bottleneck_stride="3x3"), 224)
     assert v15 > paper * 1.05  # the stride on the 3x3 leaves the 1x1 at full resolution
 
 
@@ -110,7 +113,7 @@ def test_zeroed_residual_branch_returns_relu_of_input(name: str) -> None:
 
 
 def test_option_a_shortcut_subsamples_and_zero_pads_channels() -> None:
-    sc = M.ZeroPadShortcut(16, 32, stride=2)
+    sc = ZeroPadShortcut(16, 32, stride=2)
     x = torch.randn(2, 16, 8, 8)
     y = sc(x)
     assert y.shape == (2, 32, 4, 4)
@@ -220,7 +223,7 @@ def test_named_builders_are_module_functions() -> None:
 def test_grouped_bn_with_group_equal_to_batch_is_ordinary_bn() -> None:
     torch.manual_seed(0)
     x = torch.randn(64, 8, 5, 5) * 3 + 1
-    ref, grp = nn.BatchNorm2d(8), M.GroupedBatchNorm2d(8, group_size=64)
+    ref, grp = nn.BatchNorm2d(8), GroupedBatchNorm2d(8, group_size=64)
     torch.testing.assert_close(grp(x), ref(x))
     torch.testing.assert_close(grp.running_mean, ref.running_mean)
     torch.testing.assert_close(grp.running_var, ref.running_var)
@@ -230,7 +233,7 @@ def test_grouped_bn_normalises_each_group_like_a_separate_device() -> None:
     torch.manual_seed(0)
     x = torch.randn(128, 8, 5, 5)
     x[64:] = x[64:] * 4 + 2  # the two halves have different statistics
-    grp = M.GroupedBatchNorm2d(8, group_size=64)
+    grp = GroupedBatchNorm2d(8, group_size=64)
     halves = [nn.BatchNorm2d(8), nn.BatchNorm2d(8)]
     expected = torch.cat([halves[0](x[:64]), halves[1](x[64:])])
     torch.testing.assert_close(grp(x), expected, rtol=1e-5, atol=1e-5)
@@ -244,7 +247,7 @@ def test_grouped_bn_normalises_each_group_like_a_separate_device() -> None:
 
 def test_grouped_bn_in_eval_mode_uses_running_statistics() -> None:
     torch.manual_seed(0)
-    grp = M.GroupedBatchNorm2d(4, group_size=2)
+    grp = GroupedBatchNorm2d(4, group_size=2)
     with torch.no_grad():  # statistics and affine far from the defaults (0, 1, 1, 0)
         grp.running_mean.copy_(torch.tensor([3.0, -2.0, 0.5, 10.0]))
         grp.running_var.copy_(torch.tensor([4.0, 0.25, 9.0, 100.0]))
@@ -262,7 +265,7 @@ def test_grouped_bn_in_eval_mode_uses_running_statistics() -> None:
 
 
 def test_grouped_bn_refuses_a_training_batch_smaller_than_its_group() -> None:
-    grp = M.GroupedBatchNorm2d(4, group_size=32)
+    grp = GroupedBatchNorm2d(4, group_size=32)
     with pytest.raises(ValueError, match="training batch of 16 is not a multiple of bn_group_size=32"):
         grp(torch.randn(16, 4, 2, 2))
 
@@ -299,4 +302,4 @@ def test_multiply_adds_from_shapes_match_torchs_flop_counter(name: str, override
     model = M.build_model(name, **overrides).eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.randn(1, 3, size, size))
-    assert 2 * M.count_macs(model, size) == counter.get_total_flops()
+    assert 2 * count_macs(model, size) == counter.get_total_flops()
