@@ -1,6 +1,6 @@
 """The paper's named architectures as plain data, without torch: what `report`, `judge` and
 the settings need to know about a model (its family, depth, shortcut...) without paying for
-torch's import. `models.py` builds the networks and re-exports all of this."""
+torch's import. `models.py` builds the networks from them."""
 
 from __future__ import annotations
 
