@@ -11,7 +11,8 @@
 Evaluations run in fp32 (TF32 on CUDA as the run's trainer.tf32), never under autocast. Our
 checkpoints' test results are recorded beside the run: `eval_<protocol>.json` for the run's final
 weights, `eval_<protocol>_iter<N>.json` for any other checkpoint (a run still training, `prev.pt`),
-each with its iteration, weights digest, BN statistics and precision.
+and a `_bn-<kind>` suffix for other BN statistics than the data set's default, each with its
+iteration, weights digest, BN statistics and precision; no record replaces one of another kind.
 
 Protocols: CIFAR "single" (§4.2: the single original 32x32 view). ImageNet "center" (256, centre
 224 crop; Figure 4), "ten_crop" (§3.4, Tables 2-3), "multi_scale" (fully convolutional,
@@ -174,6 +175,9 @@ def _record(path: Path, results: list[dict[str, Any]], split: str, iteration: in
             continue
         if not final:
             print(f"recorded in {run_dir / name}: iteration {iteration} is not the run's final weights")
+        elif not default_bn:
+            print(f"recorded in {run_dir / name}: BN statistics {r['bn_stats']}, not the default "
+                  f"(the default's record, if any, is kept and is the one the report shows)")
 
 
 def _evaluate_akamaster(obj: dict[str, Any], path: Path, data_root: str | None, dev, batch_size: int,

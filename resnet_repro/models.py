@@ -44,8 +44,6 @@ from resnet_repro.errors import ConfigError
 from resnet_repro.grouped_bn import _check_group_size, _norm_factory
 
 
-
-
 # --------------------------------------------------------------------------------------
 # The network
 # --------------------------------------------------------------------------------------

@@ -112,7 +112,11 @@ def set_aside_unreadable_last(run_dir: Path) -> Path | None:
     if not last.exists():
         return None
     aside = last.with_name(f"{last.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-    os.replace(last, aside)
+    try:
+        os.replace(last, aside)
+    except OSError as e:
+        raise CheckpointError(f"could not set the unreadable {last} aside: {e.strerror or e}; move it away "
+                              f"yourself (its fall-back {run_dir / PREV} is readable)") from None
     atomic.fsync_dir(last.parent)
     return aside
 
@@ -122,8 +126,8 @@ def write_text_atomic(path: Path, text: str) -> None:
     try:
         atomic.write_text(path, text)
     except OSError as e:
-        blocker = next((p for p in path.parents if p.exists()), None)
-        why = f"{blocker} is a file, not a folder" if blocker is not None and not blocker.is_dir() else e.strerror or e
+        blocker = next((p for p in path.parents if os.path.lexists(p)), None)  # never raises
+        why = f"{blocker} is a file, not a folder" if blocker is not None and not os.path.isdir(blocker) else e.strerror or e
         raise ReproError(f"could not write {path}: {why}") from None
 
 

@@ -197,6 +197,21 @@ def test_after_falling_back_the_good_checkpoint_survives_the_next_write(tmp_path
     assert_same_run(run, reference)
 
 
+def test_a_torn_last_checkpoint_that_cannot_be_moved_is_one_clear_error(tmp_path: Path, monkeypatch) -> None:
+    import resnet_repro.rundir as rundir
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"torn")
+
+    def refuse(src, dst):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(rundir.os, "replace", refuse)
+    with pytest.raises(CheckpointError, match=r"could not set the unreadable .*last.pt aside: Permission denied"):
+        rundir.set_aside_unreadable_last(tmp_path)
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == b"torn"
+
+
 def test_no_readable_checkpoint_stops_and_touches_nothing(tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(run, [*LONG, "trainer.max_iters=8"])

@@ -277,6 +277,7 @@ def run_lease(verb: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 def _fake_run(sweep: Path, name: str, it: int, rate: float, summary: dict | None) -> Path:
     run = sweep / name
     (run / "checkpoints").mkdir(parents=True)
+    (run / ".hydra").mkdir()  # Hydra's record of the job: its mtime is when the job started
     (run / "checkpoints" / "last.pt").write_bytes(b"weights")
     (run / "config.yaml").write_text("trainer:\n  max_iters: 64000\n")
     rows = [{"iter": i, "images_per_s": rate / 2 if i == 100 else rate, "train/err": 50.0} for i in range(100, it + 1, 100)]
@@ -293,6 +294,9 @@ def test_poll_and_collect_read_every_run_and_pack_no_checkpoint(tmp_path: Path, 
     _fake_run(sweep, "0-cifar_resnet20-seed0", 64000, 30000.0,
               {"status": "complete", "iterations": 64000, "images_per_s": 29000.0, "test_err": 8.5})
     training = _fake_run(sweep, "1-cifar_plain20-seed0", 2300, 28000.0, None)
+    refused = sweep / "2-cifar_resnet56-seed0"  # refused while loading its data: no config.yaml, no rows
+    (refused / ".hydra").mkdir(parents=True)
+    (refused / "failed.json").write_text(json.dumps({"status": "failed", "reason": "no CIFAR-10 at /x", "iteration": None}))
     (lease / "plan.json").write_text(json.dumps({"processes": [{"pid": 2**22 + 7, "log": str(lease / "sweep-0.log")}],
                                                  "jobs": ["a", "b", "c"]}))
     (lease / "sweep-0.log").write_text("iter 2000: test/err 30.00%\n")
@@ -303,8 +307,9 @@ def test_poll_and_collect_read_every_run_and_pack_no_checkpoint(tmp_path: Path, 
         assert main(["poll"]) == 0
     text = capsys.readouterr().out
     assert "sweep process 0 (pid 4194311): ended; last line: iter 2000" in text
-    assert "2 of 3 runs started" in text
+    assert "3 of 3 runs started" in text
     assert "0-cifar_resnet20-seed0: complete (test error 8.50%, 64000 iterations)" in text  # as `status` says
+    assert "2-cifar_resnet56-seed0: failed (no CIFAR-10 at /x)" in text
     assert f"1-cifar_plain20-seed0: running (pid {os.getpid()}) at iteration 2300 of 64000, 28000 images/s" in text
     assert main(["poll"]) == 0  # nobody holds it now, and its checkpoint is unreadable
     assert "1-cifar_plain20-seed0: killed before its first checkpoint" in capsys.readouterr().out
@@ -324,10 +329,11 @@ def test_poll_and_collect_read_every_run_and_pack_no_checkpoint(tmp_path: Path, 
     for run in ("0-cifar_resnet20-seed0", "1-cifar_plain20-seed0"):
         assert {f"runs/cifar_paper_runs/{run}/metrics.jsonl", f"runs/cifar_paper_runs/{run}/config.yaml"} <= names
     assert "runs/cifar_paper_runs/0-cifar_resnet20-seed0/summary.json" in names
+    assert "runs/cifar_paper_runs/2-cifar_resnet56-seed0/failed.json" in names  # why it failed travels too
     assert {"lease/bench_cifar_resnet20-default.json", "lease/plan.json", "lease/collected.json",
             "lease/sweep-0.log"} <= names
     collected = json.loads((lease / "collected.json").read_text())
-    assert [r["status"] for r in collected["runs"]] == ["complete", "running"]
+    assert [r["status"] for r in collected["runs"]] == ["complete", "running", "failed"]
     assert "nvidia_smi_L" in collected["collected"] and "torch" in collected["collected"]
 
 

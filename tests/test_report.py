@@ -653,7 +653,7 @@ def test_two_different_runs_of_one_seed_are_kept_and_count_as_one_seed() -> None
 
 
 def test_eval_records_its_weights_and_never_replaces_the_final_result_with_an_older_one(runs_dir: Path,
-                                                                                         tmp_path: Path) -> None:
+                                                                                         tmp_path: Path, capsys) -> None:
     from resnet_repro.evaluate import evaluate_checkpoint
 
     run = tmp_path / "run"
@@ -672,8 +672,10 @@ def test_eval_records_its_weights_and_never_replaces_the_final_result_with_an_ol
     assert json.loads((run / "eval_single.json").read_text()) == rec
     assert json.loads((run / "eval_single_iter2.json").read_text())["final_weights"] is False
     # other BN statistics than CIFAR's default (running): written beside it, never over it
+    capsys.readouterr()
     other = evaluate_checkpoint(str(run), device="cpu", precise_bn_batches=2)
     assert other["bn_stats"] == "precise:2" and json.loads((run / "eval_single.json").read_text()) == rec
+    assert f"recorded in {run / 'eval_single_bn-precise2.json'}: BN statistics precise:2, not the default" in capsys.readouterr().out
     assert json.loads((run / "eval_single_bn-precise2.json").read_text())["bn_stats"] == "precise:2"
     # a run still training (no summary.json) is not final either
     (run / "summary.json").unlink()

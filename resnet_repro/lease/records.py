@@ -16,13 +16,14 @@ from resnet_repro.lease.machine import environment
 from resnet_repro.lease.settings import SWEEP_EXP, LeaseSettings
 
 # Run files that `collect` packs (checkpoints stay behind).
-RUN_FILES = ("summary.json", "metrics.jsonl", "config.yaml", ".hydra/overrides.yaml")
+RUN_FILES = ("summary.json", "metrics.jsonl", runstate.CONFIG_FILE, runstate.FAILED_FILE, ".hydra/overrides.yaml")
 
 
 def run_dirs(root: Path) -> list[Path]:
-    """Every run dir (one with a config.yaml) under `root`, oldest first (the job order)."""
-    dirs = {p.parent for p in root.rglob("config.yaml") if ".hydra" not in p.parts}
-    return sorted(dirs, key=lambda d: (_started(d), d.name))
+    """Every run dir under `root` (any trace of a run, as `status` finds them: a job still
+    loading its data holds its `.lock`; one refused there left `failed.json`), oldest first
+    (the job order)."""
+    return sorted(runstate.find_run_dirs([root]), key=lambda d: (_started(d), d.name))
 
 
 def _started(run: Path) -> float:

@@ -19,8 +19,9 @@ from resnet_repro.runstate import FAILED_FILE, find_run_dirs, not_final_weights,
 # The ImageNet tables' protocols (§3.4): 10-crop for Tables 2 and 3, multi-scale for Table 4.
 # `eval` writes `<run>/eval_<protocol>.json` for the final weights ({"protocol", "err": top-1 %,
 # "top5_err": %, "iteration", "weights_digest", "bn_stats", "precision"}) and
-# `eval_<protocol>_iter<N>.json` for other checkpoints. Only evaluations of the final weights
-# count; the others are listed as not judged.
+# `eval_<protocol>_iter<N>.json` for other checkpoints, `_bn-<kind>` for other BN statistics than
+# the default. Only evaluations of the final weights count (the default BN kind first); the
+# others are listed as not judged or not shown.
 EVAL_GLOB = "eval_*.json"
 from resnet_repro.protocol_names import PROTOCOLS as EVAL_PROTOCOLS  # noqa: E402
 EVAL_MISSING = "missing (run `eval protocol=all`)"
@@ -73,7 +74,7 @@ class Run:
     responses: dict[str, Any] | None = None  # layer_responses.json (Figure 7)
     local: bool = True  # a run directory (False: read from W&B)
     config: dict[str, Any] | None = None  # the resolved config (config.yaml, or W&B's run config)
-    stale_evals: list[str] = field(default_factory=list)  # evaluations not of the final weights, why
+    stale_evals: list[str] = field(default_factory=list)  # evaluations not judged or not shown, why
     also: list[str] = field(default_factory=list)  # copies of this run folded into it (paths)
 
     def __post_init__(self) -> None:
@@ -273,6 +274,3 @@ def runs_from_wandb(project: str) -> tuple[list[Run], list[Incomplete]]:
             incomplete.append(Incomplete(rec["path"], str(rec["summary"].get("exp_name", "?")),
                                          max(iters) if iters else None, f"W&B run {rec['state']}, no test_err"))
     return runs, incomplete
-
-
-
