@@ -72,8 +72,9 @@ def test_train_on_an_image_folder_then_evaluate_every_protocol(tmp_path: Path, f
                             precise_bn_batches=2)
     assert [x["protocol"] for x in r["all"]] == ["center", "ten_crop", "multi_scale"]
     assert all((x["n"], x["err"], x["top5_err"]) == (6, 100.0 * 4 / 6, 0.0) for x in r["all"])
-    # for `report` (Tables 2-3); edited weights are not the run's final ones: named by iteration
-    saved = json.loads((tmp_path / f"eval_ten_crop_iter{r['iteration']}.json").read_text())
+    # for `report` (Tables 2-3); edited weights are not the run's final ones: named by iteration,
+    # and by the BN statistics when they are not ImageNet's default (precise over 200 batches)
+    saved = json.loads((tmp_path / f"eval_ten_crop_iter{r['iteration']}_bn-precise2.json").read_text())
     assert saved["final_weights"] is False and saved["bn_stats"] == "precise:2" and saved["precision"] == "fp32"
     assert saved["protocol"] == "ten_crop" and saved["err"] == pytest.approx(r["all"][1]["err"], rel=1e-11) and saved["split"] == "test"
 

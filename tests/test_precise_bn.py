@@ -104,6 +104,8 @@ def test_eval_records_which_bn_statistics_it_used(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "eval_single.json").read_text())["bn_stats"] == "running"
     precise = evaluate_checkpoint(tmp_path, device="cpu", batch_size=128, precise_bn_batches=3)
     assert precise["bn_stats"] == "precise:3"
-    assert json.loads((tmp_path / "eval_single.json").read_text())["bn_stats"] == "precise:3"
+    # recorded beside the default (running) record, which stays
+    assert json.loads((tmp_path / "eval_single_bn-precise3.json").read_text())["bn_stats"] == "precise:3"
+    assert json.loads((tmp_path / "eval_single.json").read_text())["bn_stats"] == "running"
     # The checkpoint itself is not changed by evaluating with precise statistics.
     assert evaluate_checkpoint(ckpt, device="cpu", batch_size=128)["err"] == running["err"]
