@@ -34,7 +34,7 @@ from resnet_repro.report.figures import MAX_TICK_BINS, Curves, draw_figure4, dra
 from resnet_repro.loggers import read_jsonl
 from resnet_repro.models import build_from_arch, build_model
 from resnet_repro import judge, recipes
-from resnet_repro.report.compare import same_seed_notes
+from resnet_repro.report.compare import mean_curve, same_seed_notes
 from resnet_repro.report.tables import runs_table
 from resnet_repro.report import (
     EVAL_MISSING,
@@ -561,6 +561,18 @@ def test_a_prefix_without_test_evaluations_is_named_in_the_legend() -> None:
     names = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
     assert names == ["ResNet-20", "ResNet-110"]
     _close(fig)
+
+
+def test_figure_curves_go_on_past_a_paused_seed_as_the_mean_of_the_longer_seeds() -> None:
+    # Seed 0 ran to 4,000; seed 1 paused at 2,000; seed 2 at 1,000. Logged every 1,000.
+    def run(errs: list[float]) -> Run:
+        return Run("", {}, [{"iter": 1000 * (k + 1), "train/err": e} for k, e in enumerate(errs)])
+    seeds = [run([80.0, 60.0, 40.0, 30.0]), run([90.0, 70.0]), run([70.0])]
+    its, errs = mean_curve(seeds, "train/err", past_shortest=True)
+    assert its == [1000, 2000, 3000, 4000]  # the whole of the longest seed
+    assert errs == pytest.approx([80.0, 65.0, 40.0, 30.0])  # all 3, then seeds 0-1, then seed 0
+    # Claims compare means of every seed: they stop at the shortest seed's last iteration.
+    assert mean_curve(seeds[:2], "train/err") == ([1000, 2000], [pytest.approx(85.0), pytest.approx(65.0)])
 
 
 @pytest.mark.parametrize("layers", [3, 7, 55])

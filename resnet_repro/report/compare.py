@@ -173,14 +173,38 @@ def final_train_err(rows: Sequence[dict[str, Any]]) -> float | None:
     return statistics.fmean(v for i, v in pts.items() if i >= 0.9 * last)
 
 
-def mean_curve(runs: Sequence[Run], key: str) -> tuple[list[int], list[float]]:
+def mean_curve(runs: Sequence[Run], key: str, *, past_shortest: bool = False) -> tuple[list[int], list[float]]:
     """The mean of `key` over seeds at the iterations every seed logged; the first seed's
-    curve when they share fewer than two."""
+    curve when they share fewer than two.
+
+    With `past_shortest`, the curve goes on past the last iteration every seed logged, as the
+    mean of the seeds that got further (a paused seed beside a longer one), and it falls back
+    to the first seed only where the seeds share no iteration: figures draw the whole of the
+    longer seeds. Claims leave it off, so they compare means of all seeds."""
     per_run = [d for run in runs if (d := points(run.rows, key))]
     if not per_run:
         return [], []
-    common = sorted(set.intersection(*(set(d) for d in per_run)))
+    if past_shortest:
+        return _mean_of_seeds(per_run, past_shortest)
+    common = set.intersection(*(set(d) for d in per_run))
     if len(common) < min(2, len(per_run[0])):  # seeds logged at different iterations
-        first = per_run[0]
-        return sorted(first), [first[i] for i in sorted(first)]
-    return common, [statistics.fmean(d[i] for d in per_run) for i in common]
+        return _curve(per_run[0])
+    return _mean_of_seeds(per_run, past_shortest)
+
+
+def _curve(d: dict[int, float]) -> tuple[list[int], list[float]]:
+    return sorted(d), [d[i] for i in sorted(d)]
+
+
+def _mean_of_seeds(per_run: list[dict[int, float]], past_shortest: bool) -> tuple[list[int], list[float]]:
+    """The mean at the iterations all of `per_run` logged, then (past_shortest) the same over
+    the seeds that logged later iterations; the first seed alone where they share none."""
+    common = sorted(set.intersection(*(set(d) for d in per_run)))
+    if not common:
+        return _curve(per_run[0])
+    its, values = common, [statistics.fmean(d[i] for d in per_run) for i in common]
+    further = [rest for d in per_run if (rest := {i: v for i, v in d.items() if i > common[-1]})]
+    if past_shortest and further:
+        more_its, more_values = _mean_of_seeds(further, past_shortest)
+        its, values = its + more_its, values + more_values
+    return its, values

@@ -190,8 +190,8 @@ def _curves(groups: Sequence[Group]) -> list[Any]:
     labels = [g.label for g in groups]
     out = []
     for g in groups:
-        it, tr = mean_curve(g.runs, "train/err")
-        tit, te = mean_curve(g.runs, "test/err")
+        it, tr = mean_curve(g.runs, "train/err", past_shortest=True)
+        tit, te = mean_curve(g.runs, "test/err", past_shortest=True)
         label = g.label if labels.count(g.label) == 1 else f"{g.label} ({g.exp}, {data_label(g.data)})"
         out.append(Curves(label, g.depth, it, tr, tit, te))
     return out
@@ -200,7 +200,8 @@ def _curves(groups: Sequence[Group]) -> list[Any]:
 def _figure_note(groups: Sequence[Group]) -> str:
     seeds = max(len(g.runs) for g in groups)
     datas = ", ".join(sorted({data_label(g.data) for g in groups}))
-    return f"data: {datas}" + (f"; mean over seeds (up to {seeds})" if seeds > 1 else "")
+    return f"data: {datas}" + (f"; mean over the seeds that reached each iteration (up to {seeds})"
+                               if seeds > 1 else "")
 
 
 def figure_sections(cifar: Sequence[Group], imagenet: Sequence[Group], out: Path) -> tuple[Section, list[Path]]:
@@ -217,8 +218,9 @@ def figure_sections(cifar: Sequence[Group], imagenet: Sequence[Group], out: Path
                f"![Figure 6]({FIGURE6})", "",
                "Dashed: training error (logged every `trainer.log_every` iterations, augmented batches); bold: "
                "test error (every `trainer.eval_every`). x axis: iterations (k = thousand, M = million). "
-               "One colour per depth; with several seeds each curve is the mean over seeds at the iterations "
-               "they all logged. The right panel (ResNet-110 vs ResNet-1202) appears when a ResNet-1202 run exists.",
+               "One colour per depth; with several seeds each curve is the mean over the seeds at the iterations "
+               "they all logged and, past the shortest seed (a paused prefix), the mean of the seeds that got "
+               "further. The right panel (ResNet-110 vs ResNet-1202) appears when a ResNet-1202 run exists.",
                ""]
     if imagenet:
         plain = [g for g in imagenet if not g.residual]
@@ -226,7 +228,8 @@ def figure_sections(cifar: Sequence[Group], imagenet: Sequence[Group], out: Path
         files.append(figure4(_curves(plain), _curves(res), out / FIGURE4, _figure_note(imagenet)))
         md += ["## Figure 4: ImageNet training curves", "", f"![Figure 4]({FIGURE4})", "",
                "Thin: training error; bold: centre-crop validation error (`test/err`: ImageNet's val set is our "
-               "test split). Plain nets left, option-A ResNet-18/34 right; mean over seeds.", ""]
+               "test split). Plain nets left, option-A ResNet-18/34 right; mean over seeds (past the shortest, "
+               "over the seeds that got further).", ""]
     return Section(md), files
 
 
