@@ -76,7 +76,7 @@ def _header(paths: Sequence[str], wandb: str | None, runs: Sequence[Run], incomp
         "- Data of our runs: " + (", ".join(data_label(d) for d in datas) or "none") + ".",
     ]
     if any(d not in ("cifar10", "imagenet") for d in datas):
-        md.append("- **Not the paper's data:** rows on 'CIFAR-10 (JPEG copy)' (a re-encoded, harder copy) show "
+        md.append("- **Not the paper's data:** rows on 'CIFAR-10 (JPEG copy)' (a quality-75 re-encoding, another data set) show "
                   "their gap to the paper and the peers on the same data, without a verdict; synthetic data and "
                   "other image folders are not the paper's recipe.")
     if absent:
