@@ -20,7 +20,8 @@ Data: torchvision's CIFAR-10 files are the paper's data and get verdicts. The JP
 the original, errs on more than twice as many of its test images as on the original test set,
 experiments/results/cifar10-jpeg/akamaster.md; that also counts the shift from the original to
 the copy, which a net trained on the copy does not meet), so a run of the recipe there shows its
-gap to the paper but gets no verdict (`Judgement.no_verdict` says why). Anything else is "not the paper's recipe".
+gap to the paper but gets no verdict (`Judgement.no_verdict` says why). Anything else is "not
+the paper's recipe".
 
 Training precision (bf16 autocast with fp32 weights, TF32, or fp32) is not part of the recipe:
 it changes rounding, not the model, the data or the optimisation (experiments/fidelity.md gives
