@@ -42,7 +42,7 @@ from resnet_repro.provenance import git_commit
 from resnet_repro.rundir import LAST, PREV, resume_checkpoint, set_aside_unreadable_last
 from resnet_repro.schedule import WarmupUntilError, build_schedule
 from resnet_repro.loop_state import LoopState, StopSignal
-from resnet_repro.policy import Precision, compile_mode, keep_run_precision, resolve_precision
+from resnet_repro.policy import Precision, compile_mode, emulated_bf16_note, keep_run_precision, resolve_precision
 from resnet_repro.run_summary import run_summary
 from resnet_repro.training_model import make_model, wrap_for_training
 from resnet_repro.settings import RunSettings
@@ -102,6 +102,8 @@ class Trainer:
         kept = keep_run_precision(choice, tr.amp, tr.channels_last, (ckpt or {}).get("loop", {}))
         if kept is not choice and self.world.is_main:
             print(f"note: precision {kept.reason}")
+        if (note := emulated_bf16_note(kept, self.device)) and self.world.is_main:
+            print(f"note: {note}")
         return kept
 
     def _set_up(self) -> None:

@@ -91,6 +91,17 @@ def resolve_precision(amp: str, channels_last: str, device: torch.device) -> Pre
     return Precision(amp=use_amp, channels_last=use_cl, reason=reason)
 
 
+def emulated_bf16_note(choice: Precision, device: torch.device) -> str | None:
+    """A note for bf16 autocast on a CPU without native bf16 (forced, or kept from the run's
+    start): it is emulated, about 10x slower than fp32, and torch's fallback convolution rounds
+    weight gradients to bf16 once per image (experiments/results/cpu/bf16_conv_check_avx2.md)."""
+    if not choice.amp or device.type != "cpu" or cpu_bf16_flags():
+        return None
+    return ("bf16 autocast on a CPU without native bf16 (no avx512_bf16/amx_bf16) is emulated: about 10x "
+            "slower than fp32, and its weight gradients are summed over the batch in bf16 (8x one rounding's "
+            "error at batch 128; experiments/bf16_conv_check.py measures it). trainer.amp=off trains in fp32")
+
+
 def keep_run_precision(choice: Precision, amp: str, channels_last: str, recorded: dict) -> Precision:
     """On resume, `auto` keeps what the run started with (`recorded`: the checkpoint's loop
     state, with `amp`/`channels_last` since they were recorded), so a run trained in bf16 on one

@@ -142,6 +142,17 @@ def test_auto_picks_bf16_and_channels_last_only_on_cpus_with_native_bf16(fake_cp
     assert (forced.amp, forced.channels_last) == (False, False) and "trainer.amp=off" in forced.reason
 
 
+@pytest.mark.parametrize("flags, amp, warned", [((), "bf16", True), (("avx512_bf16",), "bf16", False),
+                                                ((), "auto", False), ((), "off", False)])
+def test_bf16_on_a_cpu_without_native_bf16_is_said_to_be_emulated(fake_cpu, flags, amp: str, warned: bool) -> None:
+    fake_cpu(*flags)
+    p = policy.resolve_precision(amp, "auto", torch.device("cpu"))
+    note = policy.emulated_bf16_note(p, torch.device("cpu"))
+    assert (note is not None) == warned
+    if warned:
+        assert "emulated" in note and "trainer.amp=off" in note
+
+
 def test_a_run_records_its_precision_and_keeps_it_when_resumed_on_another_cpu(tmp_path: Path, fake_cpu,
                                                                               capsys: pytest.CaptureFixture) -> None:
     fake_cpu("avx512_bf16")
@@ -154,7 +165,9 @@ def test_a_run_records_its_precision_and_keeps_it_when_resumed_on_another_cpu(tm
     final = train(run, [f"resume={run}", "trainer.max_iters=4"])
     assert (final["amp"], final["channels_last"], final["iterations"]) == ("bf16", True, 4)
     assert "kept from the run's start" in final["precision_reason"]
-    assert "note: precision auto kept" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "note: precision auto kept" in out
+    assert "is emulated" in out  # bf16 kept on a CPU that emulates it: said, not silent
     fresh = train(tmp_path / "fresh", ["trainer.max_iters=2"])  # a new run on this CPU: fp32
     assert (fresh["amp"], fresh["train_precision"], fresh["channels_last"]) == ("off", "fp32", False)
 
