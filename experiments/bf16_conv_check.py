@@ -9,7 +9,9 @@ accumulates in fp32 and rounds once to bf16 meets
 
 (n terms per result: C*k*k for the output, N*H*W for the weight gradient), and its relative error
 (norm) is about a bf16 rounding (2^-9 = 0.2%) whatever the batch. A ratio above 1 in the last
-column means a result was rounded more than once on the way (a bf16 accumulator).
+column means a result was rounded more than once on the way (a bf16 accumulator). For the weight
+gradient the last column compares it with one such accumulator: each image's exact gradient
+added in turn into a bf16 running sum.
 
     OMP_NUM_THREADS=1 python experiments/bf16_conv_check.py
 """
@@ -24,7 +26,7 @@ def bf16_ulp(v: torch.Tensor) -> torch.Tensor:
     return torch.exp2(torch.floor(torch.log2(v.abs().clamp_min(2.0 ** -126))) - 7)
 
 
-def compare(batch: int, c: int, hw: int, k: int, channels_last: bool) -> list[tuple[str, int, float, float, float]]:
+def compare(batch: int, c: int, hw: int, k: int, channels_last: bool) -> list[tuple[str, int, float, float, float, str]]:
     x = torch.randn(batch, c, hw, hw)
     w = (torch.randn(c, c, k, k) * (2.0 / (c * k * k)) ** 0.5).requires_grad_()  # He init (§3.4)
     g = torch.randn(batch, c, hw, hw).bfloat16()  # the gradient arriving from the layer above
@@ -41,12 +43,16 @@ def compare(batch: int, c: int, hw: int, k: int, channels_last: bool) -> list[tu
         ("weight grad", w.grad.double(), torch.nn.grad.conv2d_weight(xb, w.shape, gd, padding=pad),
          torch.nn.grad.conv2d_weight(xb.abs(), w.shape, gd.abs(), padding=pad), batch * hw * hw),
     ]
+    running = torch.zeros(w.shape, dtype=torch.bfloat16)  # a bf16 running sum over the images
+    for i in range(batch):
+        running = (running.double() + torch.nn.grad.conv2d_weight(xb[i:i + 1], w.shape, gd[i:i + 1], padding=pad)).bfloat16()
     out = []
     for name, got, exact, mass, n in results:
         bound = 0.5 * bf16_ulp(got) + n * 2.0 ** -24 * mass
         same = float((got == exact.bfloat16().double()).double().mean())
+        summed = "" if name == "output" else f"{100 * float((got == running.double()).double().mean()):.2f}%"
         out.append((name, got.numel(), 100 * same, float(((got - exact).abs() / bound).max()),
-                    float((got - exact).norm() / exact.norm())))
+                    float((got - exact).norm() / exact.norm()), summed))
     return out
 
 
@@ -59,13 +65,14 @@ def main() -> None:
           f"native bf16 flags: {', '.join(native) or 'none'}, "
           f"oneDNN bf16 kernels: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}")
     print()
-    print("| batch | C | H=W | k | layout | result | values | exactly round_bf16(exact) | max error / bound | relative error (norm) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| batch | C | H=W | k | layout | result | values | exactly round_bf16(exact) | max error / bound "
+          "| relative error (norm) | equal to a bf16 running sum over the images |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for c, hw, k in [(16, 32, 3), (32, 16, 3), (64, 8, 3), (64, 8, 1)]:
         for batch, channels_last in [(1, False), (128, False), (128, True)]:
-            for name, n, same, ratio, rel in compare(batch, c, hw, k, channels_last):
+            for name, n, same, ratio, rel, summed in compare(batch, c, hw, k, channels_last):
                 print(f"| {batch} | {c} | {hw} | {k} | {'channels_last' if channels_last else 'contiguous'} | {name} "
-                      f"| {n:,} | {same:.2f}% | {ratio:.2f} | {rel:.2e} |")
+                      f"| {n:,} | {same:.2f}% | {ratio:.2f} | {rel:.2e} | {summed} |")
 
 
 if __name__ == "__main__":
