@@ -153,10 +153,6 @@ class Judgement:
     def follows(self) -> bool:
         return not self.differences
 
-    @property
-    def judged(self) -> bool:
-        return self.follows and self.no_verdict is None
-
 
 # --------------------------------------------------------------------------------------------
 # A run's recipe from its typed settings
