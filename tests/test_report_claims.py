@@ -9,8 +9,10 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import TINY, compose_config
+from resnet_repro import policy
 from resnet_repro.report import build_report
 from resnet_repro.report.claims import (
     ordering_section,
@@ -160,6 +162,19 @@ def test_bf16_and_fp32_runs_of_one_recipe_are_compared_beside_the_seed_spread(r2
     md, files = precision_section([fp0, fp1, bf0], tmp_path)
     assert "### cifar_resnet20 (CIFAR-10 (JPEG copy)), at iteration 4,000" in md
     assert [f.name for f in files] == ["precision_cifar_resnet20_cifar10_folder.png"] and files[0].stat().st_size > 0
+    assert not any("emulated" in line for line in md)  # bf16 of unknown kernels: no claim either way
+
+
+@pytest.mark.parametrize("flags, emulated", [((), True), (("avx512_bf16",), False)])
+def test_a_bf16_run_that_emulated_bf16_on_its_cpu_is_said_to_be_one(r20_config: dict, monkeypatch: pytest.MonkeyPatch,
+                                                                    flags: tuple[str, ...], emulated: bool) -> None:
+    monkeypatch.setattr(policy, "cpu_flags", lambda *a, **k: frozenset({"avx2", *flags}))
+    fp0 = _prec_run(r20_config, "fp32", 0, {4000: 25.0})
+    bf0 = _prec_run(r20_config, "bf16", 0, {4000: 26.5})
+    bf0.summary["precision_reason"] = policy.resolve_precision("bf16", "on", torch.device("cpu")).reason
+    md, _ = precision_section([fp0, bf0])
+    said = [line for line in md if "emulated" in line]
+    assert len(said) == int(emulated) and all("r20-bf16-0" in line for line in said)
 
 
 def test_runs_of_one_precision_or_of_other_recipes_are_not_compared(r20_config: dict) -> None:

@@ -253,6 +253,21 @@ def precision_comparisons(runs: Sequence[Run]) -> list[PrecisionComparison]:
     return out
 
 
+# precision_reason's words for a CPU without native bf16 (resnet_repro/policy.py): bf16 there is
+# emulated, and torch's fallback convolution sums weight gradients over the batch in bf16.
+EMULATED = "without native bf16"
+
+
+def emulated_note(run: Run) -> str | None:
+    """A line for a bf16 run whose (last) sitting emulated bf16 on a CPU."""
+    if run.precision != "bf16" or EMULATED not in str(run.summary.get("precision_reason", "")):
+        return None
+    return (f"- {display_path(run.path)}: bf16 emulated on a CPU without native bf16, where torch's fallback "
+            "convolution sums each weight gradient over the batch in bf16 (8x one bf16 rounding's error at "
+            "batch 128: experiments/results/cpu/bf16_conv_check_avx2.md): a harsher test of bf16 than native "
+            "kernels or a GPU, which round once.")
+
+
 def _loss_curve(run: Run, until: int) -> tuple[list[int], list[float]]:
     pts = sorted((i, v) for i, v in points(run.rows, "train/loss").items() if i <= until)
     return [i for i, _ in pts], [v for _, v in pts]
@@ -281,7 +296,7 @@ def precision_section(runs: Sequence[Run], out_dir: Any = None) -> tuple[list[st
                          [[r.run.precision, str(r.run.seed), fmt(r.test_err, ".2f"), fmt(r.train_loss, ".4f"),
                            fmt(r.run.summary.get("iterations") if isinstance(r.run.summary.get("iterations"), int)
                               else None, "d"), display_path(r.run.path)] for r in c.rows]),
-               "", *c.lines(), ""]
+               "", *c.lines(), *(n for r in c.rows if (n := emulated_note(r.run))), ""]
         if out_dir is not None:
             name = f"precision_{c.exp}_{c.data}.png"
             curves = [(f"{r.run.precision} seed {r.run.seed}", r.run.precision, *_loss_curve(r.run, c.at))
