@@ -253,19 +253,19 @@ def precision_comparisons(runs: Sequence[Run]) -> list[PrecisionComparison]:
     return out
 
 
-# precision_reason's words for a CPU without native bf16 (resnet_repro/policy.py): bf16 there is
-# emulated, and torch's fallback convolution sums weight gradients over the batch in bf16.
-EMULATED = "without native bf16"
+# The words of resnet_repro/policy.py's precision reason on a CPU without native bf16 (kept
+# here without importing torch; tests/test_report_claims.py ties the two).
+NO_NATIVE_BF16 = "without native bf16"
 
 
 def emulated_note(run: Run) -> str | None:
-    """A line for a bf16 run whose (last) sitting emulated bf16 on a CPU."""
-    if run.precision != "bf16" or EMULATED not in str(run.summary.get("precision_reason", "")):
+    """A line for a bf16 run whose (last) sitting emulated bf16 on a CPU (its precision_reason says so)."""
+    if run.precision != "bf16" or NO_NATIVE_BF16 not in str(run.summary.get("precision_reason", "")):
         return None
     return (f"- {display_path(run.path)}: bf16 emulated on a CPU without native bf16, where torch's fallback "
             "convolution sums each weight gradient over the batch in bf16 (8x one bf16 rounding's error at "
             "batch 128: experiments/results/cpu/bf16_conv_check_avx2.md): a harsher test of bf16 than native "
-            "kernels or a GPU, which round once.")
+            "kernels, which accumulate in fp32.")
 
 
 def _loss_curve(run: Run, until: int) -> tuple[list[int], list[float]]:
