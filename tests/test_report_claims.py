@@ -165,6 +165,19 @@ def test_bf16_and_fp32_runs_of_one_recipe_are_compared_beside_the_seed_spread(r2
     assert not any("emulated" in line for line in md)  # bf16 of unknown kernels: no claim either way
 
 
+def test_two_bf16_runs_of_one_seed_are_each_compared_with_fp32(r20_config: dict) -> None:
+    fp0 = _prec_run(r20_config, "fp32", 0, {4000: 25.0})
+    fp1 = _prec_run(r20_config, "fp32", 1, {4000: 24.0})
+    emulated = _prec_run(r20_config, "bf16", 0, {4000: 26.5})
+    native = Run("/runs/r20-bf16-native-0", dict(emulated.summary), emulated.rows, config=r20_config)
+    native.rows = [r | {"test/err": 25.5} if "test/err" in r else r for r in emulated.rows]
+    (c,) = precision_comparisons([fp0, fp1, emulated, native])
+    assert c.lines() == [
+        "- seed 0: bf16 (/runs/r20-bf16-0) − fp32 = +1.50 points of test error at iteration 4,000.",
+        "- seed 0: bf16 (/runs/r20-bf16-native-0) − fp32 = +0.50 points of test error at iteration 4,000.",
+        "- run-to-run spread in fp32 (seeds 0, 1): 1.00 points (max − min) at iteration 4,000."]
+
+
 @pytest.mark.parametrize("flags, emulated", [((), True), (("avx512_bf16",), False)])
 def test_a_bf16_run_that_emulated_bf16_on_its_cpu_is_said_to_be_one(r20_config: dict, monkeypatch: pytest.MonkeyPatch,
                                                                     flags: tuple[str, ...], emulated: bool) -> None:

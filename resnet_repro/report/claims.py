@@ -209,21 +209,26 @@ class PrecisionComparison:
     rows: list[PrecisionRow]
 
     def lines(self) -> list[str]:
+        """Each non-fp32 run against the fp32 run(s) of its seed, then each precision's spread
+        over its seeds. Two runs of one precision and seed (say bf16 emulated on one CPU, native
+        on another) are told apart by their run dirs."""
+        rows = sorted((r for r in self.rows if r.test_err is not None),
+                      key=lambda r: (r.run.seed, r.run.precision, r.run.path))
+        twins = {(r.run.precision, r.run.seed) for r in rows
+                 if sum((x.run.precision, x.run.seed) == (r.run.precision, r.run.seed) for x in rows) > 1}
+        name = lambda r: f" ({display_path(r.run.path)})" if (r.run.precision, r.run.seed) in twins else ""  # noqa: E731
         out = []
-        by = {(r.run.precision, r.run.seed): r for r in self.rows}
-        precisions = sorted({p for p, _ in by})
-        for seed in sorted({s for _, s in by}):
-            have = [p for p in precisions if (p, seed) in by and by[p, seed].test_err is not None]
-            if "fp32" in have:
-                for p in (q for q in have if q != "fp32"):
-                    d = by[p, seed].test_err - by["fp32", seed].test_err  # type: ignore[operator]
-                    out.append(f"- seed {seed}: {p} − fp32 = {d:+.2f} points of test error at iteration {self.at:,}.")
-        for p in precisions:
-            errs = sorted((s, r.test_err) for (q, s), r in by.items() if q == p and r.test_err is not None)
-            if len(errs) >= 2:
-                spread = max(e for _, e in errs) - min(e for _, e in errs)
-                out.append(f"- run-to-run spread in {p} (seeds {', '.join(str(s) for s, _ in errs)}): "
-                           f"{spread:.2f} points (max − min) at iteration {self.at:,}.")
+        for r in (x for x in rows if x.run.precision != "fp32"):
+            for ref in (x for x in rows if x.run.precision == "fp32" and x.run.seed == r.run.seed):
+                d = r.test_err - ref.test_err  # type: ignore[operator]
+                out.append(f"- seed {r.run.seed}: {r.run.precision}{name(r)} − fp32{name(ref)} = {d:+.2f} points "
+                           f"of test error at iteration {self.at:,}.")
+        for p in sorted({r.run.precision for r in rows}):
+            mine = sorted((r for r in rows if r.run.precision == p), key=lambda r: r.run.seed)
+            if len({r.run.seed for r in mine}) >= 2:
+                errs = [r.test_err for r in mine]
+                out.append(f"- run-to-run spread in {p} (seeds {', '.join(str(r.run.seed) for r in mine)}): "
+                           f"{max(errs) - min(errs):.2f} points (max − min) at iteration {self.at:,}.")
         return out
 
 
