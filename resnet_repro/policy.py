@@ -93,11 +93,11 @@ def resolve_precision(amp: str, channels_last: str, device: torch.device) -> Pre
 
 def emulated_bf16_note(choice: Precision, device: torch.device) -> str | None:
     """A note for bf16 autocast on a CPU without native bf16 (forced, or kept from the run's
-    start): it is emulated, about 10x slower than fp32, and torch's fallback convolution sums
+    start): it is emulated, 10-14x slower than fp32, and torch's fallback convolution sums
     weight gradients over the batch in bf16 (experiments/results/cpu/bf16_conv_check_avx2.md)."""
     if not choice.amp or device.type != "cpu" or cpu_bf16_flags():
         return None
-    return ("bf16 autocast on a CPU without native bf16 (no avx512_bf16/amx_bf16) is emulated: about 10x slower "
+    return ("bf16 autocast on a CPU without native bf16 (no avx512_bf16/amx_bf16) is emulated: 10-14x slower "
             "than fp32, and its weight gradients are summed over the batch in bf16 (8x one rounding's error at "
             "batch 128 with torch 2.14; experiments/bf16_conv_check.py measures it). trainer.amp=off trains in fp32")
 
