@@ -15,10 +15,10 @@ added in turn into a bf16 running sum.
 
     OMP_NUM_THREADS=1 python experiments/bf16_conv_check.py
 """
-import platform
-
 import torch
 import torch.nn.functional as F
+
+from resnet_repro.policy import cpu_bf16_flags, cpu_model
 
 
 def bf16_ulp(v: torch.Tensor) -> torch.Tensor:
@@ -59,10 +59,8 @@ def compare(batch: int, c: int, hw: int, k: int, channels_last: bool) -> list[tu
 def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    flags = open("/proc/cpuinfo").read().split() if platform.system() == "Linux" else []
-    native = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
-    print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-          f"native bf16 flags: {', '.join(native) or 'none'}, "
+    print(f"torch {torch.__version__}, {cpu_model()}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+          f"native bf16 flags: {', '.join(cpu_bf16_flags()) or 'none'}, "
           f"oneDNN bf16 kernels: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}")
     print()
     print("| batch | C | H=W | k | layout | result | values | exactly round_bf16(exact) | max error / bound "

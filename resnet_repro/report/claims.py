@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -214,8 +215,7 @@ class PrecisionComparison:
         on another) are told apart by their run dirs."""
         rows = sorted((r for r in self.rows if r.test_err is not None),
                       key=lambda r: (r.run.seed, r.run.precision, r.run.path))
-        twins = {(r.run.precision, r.run.seed) for r in rows
-                 if sum((x.run.precision, x.run.seed) == (r.run.precision, r.run.seed) for x in rows) > 1}
+        twins = {k for k, n in Counter((r.run.precision, r.run.seed) for r in rows).items() if n > 1}
         name = lambda r: f" ({display_path(r.run.path)})" if (r.run.precision, r.run.seed) in twins else ""  # noqa: E731
         out = []
         for r in (x for x in rows if x.run.precision != "fp32"):
