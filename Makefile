@@ -7,7 +7,7 @@ PIP_ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow test-all models clean
+.PHONY: help install demo test test-slow test-all test-cpu-kinds models clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,14 @@ test: install ## the test suite (every test not marked slow); prints the 10 slow
 
 test-slow: install ## only the slow tests: real CIFAR-10 (JPEG copy), SIGKILL/SIGTERM resume, torchrun, concurrent bench
 	$(PY) -m pytest $(XDIST) -m slow --durations=10 $(PYTEST_ARGS)
+
+# The tests whose runs use trainer.amp=auto (the report, sweeps, pause/resume), once as on a CPU
+# with native bf16 and once as on one without, whatever this CPU has (tests/conftest.py
+# --cpu-bf16): an outcome that depends on the host's bf16 capability fails here on any machine.
+CPU_KIND_TESTS ?= tests/test_report.py tests/test_sweeps.py tests/test_pause.py
+test-cpu-kinds: install ## the auto-precision tests as on a CPU with and without native bf16
+	$(PY) -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS) --cpu-bf16=native $(CPU_KIND_TESTS)
+	$(PY) -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS) --cpu-bf16=none $(CPU_KIND_TESTS)
 
 test-all: install ## every test, slow ones included
 	$(PY) -m pytest $(XDIST) --durations=10 $(PYTEST_ARGS)

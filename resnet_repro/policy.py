@@ -11,6 +11,7 @@ fp32 on all devices.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,16 +22,36 @@ from resnet_repro.errors import ConfigError
 # /proc/cpuinfo flags that mean native bf16 dot products (Linux names).
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
+# The test suite's switch (tests/conftest.py --cpu-bf16): `native` or `none` makes this module
+# see a CPU with or without native bf16 whatever the host has, so a suite run on one kind of CPU
+# checks what the other kind would do. Every precision reason names it while it is set.
+FAKE_BF16_ENV = "RESNET_REPRO_FAKE_CPU_BF16"
+
+
+def _fake_bf16() -> str | None:
+    fake = os.environ.get(FAKE_BF16_ENV, "")
+    if fake not in ("", "native", "none"):
+        raise ConfigError(f"{FAKE_BF16_ENV} must be native or none (a test switch), got {fake!r}")
+    return fake or None
+
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """The CPU's feature flags (empty where /proc/cpuinfo is absent: macOS, Windows)."""
+    """The CPU's feature flags (empty where /proc/cpuinfo is absent: macOS, Windows), with the
+    native-bf16 flags added or removed while the test switch FAKE_BF16_ENV is set."""
+    flags: frozenset[str] = frozenset()
     try:
         for line in cpuinfo.read_text().splitlines():
             if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
+                flags = frozenset(line.split(":", 1)[1].split())
+                break
     except OSError:
         pass
-    return frozenset()
+    fake = _fake_bf16()
+    if fake == "native":
+        return flags | set(BF16_FLAGS)
+    if fake == "none":
+        return flags - set(BF16_FLAGS)
+    return flags
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
@@ -60,6 +81,7 @@ def cpu_record() -> dict[str, object]:
         "torch_capability": torch.backends.cpu.get_cpu_capability(),
         "flags": sorted(f for f in flags if f.startswith(("avx", "amx", "fma"))),
         "native_bf16": list(cpu_bf16_flags()),
+        **({"faked_bf16": _fake_bf16()} if _fake_bf16() else {}),
     }
 
 
@@ -88,6 +110,8 @@ def resolve_precision(amp: str, channels_last: str, device: torch.device) -> Pre
     forced = [f"trainer.amp={amp}"] if amp != "auto" else []
     forced += [f"trainer.channels_last={channels_last}"] if channels_last != "auto" else []
     reason = why if not forced else f"{' '.join(forced)} set ({why} otherwise)"
+    if device.type == "cpu" and _fake_bf16():
+        reason += f" [faked: {FAKE_BF16_ENV}={_fake_bf16()}]"
     return Precision(amp=use_amp, channels_last=use_cl, reason=reason)
 
 

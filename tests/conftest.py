@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from resnet_repro.data.generated_folders import write_image_folder  # noqa: F401 (the tests' one folder writer)
 from resnet_repro.data.transforms import normalization
 from resnet_repro.paths import CONF_DIR
+from resnet_repro.policy import FAKE_BF16_ENV, cpu_bf16_flags, cpu_model
 from resnet_repro.hydra_entry import register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +42,31 @@ def compose_config(overrides: list[str], config_name: str = "config") -> DictCon
     register_resolvers()  # and the config schemas
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name=config_name, overrides=overrides)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--cpu-bf16", choices=("host", "native", "none"), default="host",
+                     help="run the suite as on a CPU with (native) or without (none) native bf16, whatever "
+                          "this one has (sets resnet_repro.policy.FAKE_BF16_ENV, which subprocesses inherit)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    fake = config.getoption("--cpu-bf16")
+    if fake != "host":
+        os.environ[FAKE_BF16_ENV] = fake
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    flags = cpu_bf16_flags()
+    return (f"cpu: {cpu_model()}; native bf16: {', '.join(flags) or 'none'}"
+            f"{' (faked by --cpu-bf16)' if config.getoption('--cpu-bf16') != 'host' else ''}")
+
+
+@pytest.fixture(params=["native", "none"])
+def cpu_bf16(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs the test twice, as on a CPU with and without native bf16 (subprocesses included)."""
+    monkeypatch.setenv(FAKE_BF16_ENV, request.param)
+    return request.param
 
 
 if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -142,6 +142,32 @@ def test_auto_picks_bf16_and_channels_last_only_on_cpus_with_native_bf16(fake_cp
     assert (forced.amp, forced.channels_last) == (False, False) and "trainer.amp=off" in forced.reason
 
 
+@pytest.mark.parametrize("fake, bf16", [("native", True), ("none", False)])
+def test_the_suites_cpu_switch_makes_the_policy_act_as_on_that_kind_of_cpu_and_says_so(
+        monkeypatch: pytest.MonkeyPatch, fake: str, bf16: bool) -> None:
+    # `pytest --cpu-bf16=native|none` (tests/conftest.py) sets this for the suite and its subprocesses
+    monkeypatch.setenv(policy.FAKE_BF16_ENV, fake)
+    p = policy.resolve_precision("auto", "auto", torch.device("cpu"))
+    assert (p.amp, p.channels_last) == (bf16, bf16)
+    assert p.reason.endswith(f"[faked: {policy.FAKE_BF16_ENV}={fake}]")  # a record made under it says so
+    assert bool(policy.cpu_bf16_flags()) == bf16
+    assert policy.cpu_record()["faked_bf16"] == fake
+    # CUDA's choice does not depend on the CPU, and its reason names no fake
+    assert "faked" not in policy.resolve_precision("auto", "auto", torch.device("cuda")).reason
+
+
+def test_a_bad_value_of_the_cpu_switch_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(policy.FAKE_BF16_ENV, "yes")
+    with pytest.raises(ConfigError, match=f"{policy.FAKE_BF16_ENV} must be native or none"):
+        policy.resolve_precision("auto", "auto", torch.device("cpu"))
+
+
+def test_a_tiny_auto_run_trains_in_what_the_cpu_kind_calls_for(tmp_path: Path, cpu_bf16: str) -> None:
+    summary = train(tmp_path / "run", ["trainer.max_iters=2"])
+    assert summary["train_precision"] == {"native": "bf16", "none": "fp32"}[cpu_bf16]
+    assert summary["channels_last"] is (cpu_bf16 == "native")
+
+
 @pytest.mark.parametrize("flags, amp, warned", [((), "bf16", True), (("avx512_bf16",), "bf16", False),
                                                 ((), "auto", False), ((), "off", False)])
 def test_bf16_on_a_cpu_without_native_bf16_is_said_to_be_emulated(fake_cpu, flags, amp: str, warned: bool) -> None:
