@@ -178,6 +178,25 @@ def test_two_bf16_runs_of_one_seed_are_each_compared_with_fp32(r20_config: dict)
         "- run-to-run spread in fp32 (seeds 0, 1): 1.00 points (max − min) at iteration 4,000."]
 
 
+def test_a_bf16_prefix_that_stopped_early_does_not_hold_back_the_later_comparison(r20_config: dict,
+                                                                                 tmp_path: Path) -> None:
+    fp0 = _prec_run(r20_config, "fp32", 0, {2000: 30.0, 4000: 25.0})
+    fp1 = _prec_run(r20_config, "fp32", 1, {2000: 29.0, 4000: 24.0})
+    stopped = _prec_run(r20_config, "bf16", 0, {2000: 31.0}, last=2100)  # paused at 2,100
+    native = Run("/runs/r20-bf16-native-0", dict(fp0.summary, train_precision="bf16"),
+                 [r | {"test/err": r["test/err"] - 1} if "test/err" in r else r for r in fp0.rows], config=r20_config)
+    later, common = precision_comparisons([fp0, fp1, stopped, native])
+    assert (later.at, common.at) == (4000, 2000)
+    assert [r.run.path for r in later.rows] == ["/runs/r20-bf16-native-0", "/runs/r20-fp32-0", "/runs/r20-fp32-1"]
+    assert later.lines()[0] == "- seed 0: bf16 − fp32 = -1.00 points of test error at iteration 4,000."
+    assert len(common.rows) == 4 and {r.test_err for r in common.rows if r.run.path.endswith("bf16-0")} == {31.0}
+    md, files = precision_section([fp0, fp1, stopped, native], tmp_path)
+    assert "### cifar_resnet20 (CIFAR-10 (JPEG copy)), at iteration 4,000" in md
+    assert "### cifar_resnet20 (CIFAR-10 (JPEG copy)), at iteration 2,000" in md
+    assert [f.name for f in files] == ["precision_cifar_resnet20_cifar10_folder.png",
+                                       "precision_cifar_resnet20_cifar10_folder_at2000.png"]
+
+
 @pytest.mark.parametrize("flags, emulated", [((), True), (("avx512_bf16",), False)])
 def test_a_bf16_run_that_emulated_bf16_on_its_cpu_is_said_to_be_one(r20_config: dict, monkeypatch: pytest.MonkeyPatch,
                                                                     flags: tuple[str, ...], emulated: bool) -> None:

@@ -202,7 +202,7 @@ class PrecisionRow:
 @dataclass(frozen=True)
 class PrecisionComparison:
     """Runs of one exp, data set and recipe trained in different precisions (bf16 autocast vs
-    fp32), compared at the last iteration at which every one of them logged a test error."""
+    fp32), compared at one iteration at which each of `rows` logged a test error."""
 
     exp: str
     data: str
@@ -234,7 +234,8 @@ class PrecisionComparison:
 
 def precision_comparisons(runs: Sequence[Run]) -> list[PrecisionComparison]:
     """Each (exp, data, recipe) with runs in two or more training precisions and a common
-    logged test-error iteration."""
+    logged test-error iteration: compared there and, when runs of two precisions went on
+    further, first at the last iteration they all logged (the runs that stopped left out)."""
 
     sets: dict[tuple, list[Run]] = {}
     for r in runs:
@@ -249,12 +250,18 @@ def precision_comparisons(runs: Sequence[Run]) -> list[PrecisionComparison]:
         if not common:
             continue
         at = max(common)
-        rows = []
-        for r, t in zip(rs, tests):
-            loss = [v for i, v in points(r.rows, "train/loss").items() if at - LOSS_WINDOW < i <= at]
-            rows.append(PrecisionRow(r, t[at], statistics.fmean(loss) if loss else None))
-        rows.sort(key=lambda x: (x.run.precision, x.run.seed, x.run.path))
-        out.append(PrecisionComparison(exp, data, at, rows))
+        # A run that stopped early (a paused prefix) must not hold the others back: also compare,
+        # at the last iteration at which runs of two precisions logged a test error, those runs.
+        later = [i for i in set().union(*(set(t) for t in tests)) if i > at
+                 and len({r.precision for r, t in zip(rs, tests) if i in t}) >= 2]
+        for when in ([max(later)] if later else []) + [at]:
+            rows = []
+            for r, t in zip(rs, tests):
+                if when in t:
+                    loss = [v for i, v in points(r.rows, "train/loss").items() if when - LOSS_WINDOW < i <= when]
+                    rows.append(PrecisionRow(r, t[when], statistics.fmean(loss) if loss else None))
+            rows.sort(key=lambda x: (x.run.precision, x.run.seed, x.run.path))
+            out.append(PrecisionComparison(exp, data, when, rows))
     return out
 
 
@@ -290,7 +297,8 @@ def precision_section(runs: Sequence[Run], out_dir: Any = None) -> tuple[list[st
 
     md = ["## Training precision: bf16 autocast against fp32", "",
           "Runs of one exp, data set and recipe that differ only in training precision (weights, SGD and "
-          "evaluation fp32 in both), at the last iteration at which all of them logged a test error; the "
+          "evaluation fp32 in both), at the last iteration at which all of them logged a test error and, where "
+          "some stopped earlier, also at the last iteration at which runs of two precisions did; the "
           f"training loss is the mean of the rows logged over the {LOSS_WINDOW} iterations up to it. A precision "
           "difference within the run-to-run spread of one precision does not change what is learned at this "
           "scale. Not a paper claim: the paper trained in fp32.", ""]
@@ -303,7 +311,8 @@ def precision_section(runs: Sequence[Run], out_dir: Any = None) -> tuple[list[st
                               else None, "d"), display_path(r.run.path)] for r in c.rows]),
                "", *c.lines(), *(n for r in c.rows if (n := emulated_note(r.run))), ""]
         if out_dir is not None:
-            name = f"precision_{c.exp}_{c.data}.png"
+            first = next(x for x in comps if (x.exp, x.data) == (c.exp, c.data))
+            name = f"precision_{c.exp}_{c.data}{'' if c is first else f'_at{c.at}'}.png"
             curves = [(f"{r.run.precision} seed {r.run.seed}", r.run.precision, *_loss_curve(r.run, c.at))
                       for r in c.rows]
             files.append(training_loss_figure([x for x in curves if x[2]], Path(out_dir) / name,
