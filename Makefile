@@ -27,7 +27,8 @@ models: install ## table of every named model: params and mult-adds beside the p
 	$(PY) -m resnet_repro models
 
 # The suite must pass on any 2-core machine: `test` stays under 10 minutes on the slowest one
-# (about 4x slower than the fastest), `test-all` under 20. Each prints its 10 slowest tests.
+# (experiments/results/cpu/test_suite.md: 156-263 s of tests so far), `test-all` under 20.
+# Each prints its 10 slowest tests.
 # Two pytest-xdist workers, one test file each at a time (a file's fixtures are built once).
 XDIST ?= -n 2 --dist loadfile
 test: install ## the test suite (every test not marked slow); prints the 10 slowest tests

@@ -197,11 +197,12 @@ def read_responses(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def format_responses(results: list[dict[str, Any]]) -> str:
-    lines = [f"{'run':<40} {'model':<18} {'layers':>6} {'mean std':>9} {'min':>7} {'max':>7}"]
+    width = max([3, *(len(r["_run"]) for r in results)])  # whole paths: a cut one names another run
+    lines = [f"{'run':<{width}} {'model':<18} {'layers':>6} {'mean std':>9} {'min':>7} {'max':>7}"]
     for r in results:
         s = r["std"]
         lines.append(
-            f"{r['_run'][-40:]:<40} {r['model']:<18} {len(s):>6} {sum(s) / len(s):>9.3f} {min(s):>7.3f} {max(s):>7.3f}"
+            f"{r['_run']:<{width}} {r['model']:<18} {len(s):>6} {sum(s) / len(s):>9.3f} {min(s):>7.3f} {max(s):>7.3f}"
         )
     return "\n".join(lines)
 

@@ -124,6 +124,21 @@ def check_dir_overrides(argv: list[str]) -> None:
             raise ReproError(f"{key} is empty; name a directory, or leave it out for the default")
 
 
+def check_resume(argv: list[str]) -> None:
+    """`resume=<dir>` continues one run in that dir: not with `-m` (a sweep continues when its
+    own command is run again), nor with a `hydra.run.dir` naming another dir."""
+    resume = next((a.split("=", 1)[1] for a in argv if a.startswith("resume=")), None)
+    if not resume:
+        return
+    if any(a in ("-m", "--multirun") for a in argv):
+        raise ReproError("resume= continues one run and -m runs a sweep: to continue a sweep, run its own "
+                         "`train -m ...` command again (finished jobs are kept, paused ones resume)")
+    run_dir = next((a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("hydra.run.dir=")), None)
+    if run_dir and os.path.abspath(os.path.expanduser(run_dir)) != os.path.abspath(os.path.expanduser(resume)):
+        raise ReproError(f"resume={resume} and hydra.run.dir={run_dir} name two run dirs: resume= is the run dir "
+                         "it continues; leave hydra.run.dir out")
+
+
 # `bench` times; it writes no run dir (nor Hydra's .hydra/ record): always last, so they win.
 BENCH_OVERRIDES = ["hydra.run.dir=.", "hydra.output_subdir=null"]
 
@@ -167,6 +182,7 @@ def _hydra_command(module: str, config_name: str) -> Callable[[list[str]], int]:
         from resnet_repro import hydra_entry
 
         if module == "resnet_repro.train":
+            check_resume(argv)
             argv = resume_overrides(argv)
         if module == "resnet_repro.bench":
             argv = argv + BENCH_OVERRIDES

@@ -157,18 +157,22 @@ class Before:
     existed: bool
     entries: frozenset[str]
     created_top: Path | None  # the first missing dir on the way down (the run dir itself, or a parent)
+    hydra_record: dict[str, bytes] | None = None  # its `.hydra/` files before Hydra rewrote them
 
 
 def snapshot(path: Path) -> Before:
+    from resnet_repro.rundir import read_folder
+
     path = path.absolute()
     if path.is_dir():
-        return Before(path, True, frozenset(p.name for p in path.iterdir()), None)
+        return Before(path, True, frozenset(p.name for p in path.iterdir()), None, read_folder(path / HYDRA_RECORD))
     top = path
     while not top.parent.exists() and top.parent != top:
         top = top.parent
     return Before(path, False, frozenset(), top)
 
 
+HYDRA_RECORD = ".hydra"  # Hydra's record of a run's composition (conf/config.yaml hydra.output_subdir)
 _BEFORE: dict[Path, Before] = {}  # recorded by RunDirGuard.on_run_start, read by the task
 _SWEEP: dict[str, Any] = {}  # this process's multirun: its sweep dir
 

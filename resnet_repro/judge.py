@@ -287,15 +287,18 @@ def _fact_differences(row: str, reference: Recipe, facts: Facts, run: Recipe | N
     held_out = own.get("data.val_size") or 0
     want = ((paper.CIFAR_CLASSES, paper.CIFAR_TRAIN_SIZE - held_out, paper.CIFAR_TEST_SIZE) if cifar
             else (paper.IMAGENET_CLASSES, paper.IMAGENET_TRAIN_SIZE - held_out, paper.IMAGENET_TEST_SIZE))
-    for value, expected, what, say in (
-        (facts.num_classes, want[0], "number of classes", "{v} classes (paper {p})"),
-        (facts.train_size, want[1], "train size", "trained on {v} images (paper {p})"),
-        (facts.test_size, want[2], "test size", "tested on {v} images (paper {p})"),
+    # A run that held images out trains on fewer (its held-out count is named as a setting): flag
+    # the training set only beyond that, but say the paper's own size, which held nothing out.
+    paper_train = paper.CIFAR_TRAIN_SIZE if cifar else paper.IMAGENET_TRAIN_SIZE
+    for value, expected, paper_value, what, say in (
+        (facts.num_classes, want[0], want[0], "number of classes", "{v} classes (paper {p})"),
+        (facts.train_size, want[1], paper_train, "train size", "trained on {v} images (paper {p})"),
+        (facts.test_size, want[2], want[2], "test size", "tested on {v} images (paper {p})"),
     ):
         if value is None:
             out.append(f"{what} not recorded")
         elif value != expected:
-            out.append(say.format(v=value, p=expected))
+            out.append(say.format(v=value, p=paper_value))
     planned = own.get("trainer.max_iters")
     if facts.status not in (None, "complete"):
         out.append(f"{facts.status} at iteration {facts.iterations} of {planned} (incomplete)")

@@ -17,8 +17,7 @@ from typing import Any, Protocol
 
 from resnet_repro.atomic import atomic_write
 from resnet_repro.errors import ConfigError
-
-WANDB_MODES = ("online", "offline", "disabled")
+from resnet_repro.settings import WANDB_MODES
 SECRET_MARKERS = ("api_key", "apikey", "token", "secret", "password", "passwd", "credential")
 
 
@@ -203,6 +202,9 @@ class WandbSink:
                 resume="allow",  # same id after a restart -> the same W&B run
                 name=name,
                 tags=list(tags) if tags else None,
+                # W&B's own console lines name its CLI switches (`wandb online`), not ours
+                # (logger.mode), and garble relative paths: `close` prints our one line instead.
+                settings=wandb.Settings(silent=True),
             )
         except Exception as e:  # no login, no network, bad entity: a setup problem
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -212,6 +214,7 @@ class WandbSink:
             ) from e
         self._wandb = wandb
         self._closed = False
+        self._mode, self._dir = mode, run_dir.absolute()
 
     @property
     def run_id(self) -> str:
@@ -233,6 +236,16 @@ class WandbSink:
             teardown = getattr(self._wandb, "teardown", None)
             if teardown is not None:
                 teardown()
+            print(wandb_hint(self._mode, self._dir, getattr(self._run, "url", None)))
+
+
+def wandb_hint(mode: str, run_dir: Path, url: str | None) -> str:
+    """Our one line where W&B would print several: where the run is, how to upload it."""
+    if mode == "offline":  # one folder per session of the run (a resume adds one): the glob takes all
+        return f"W&B: offline run in {run_dir / 'wandb'}; upload with: wandb sync {run_dir / 'wandb'}/offline-run-*"
+    if mode == "online":
+        return f"W&B: {url}" if url else "W&B: synced online"
+    return "W&B: disabled (logger.mode=disabled): nothing recorded"
 
 
 class MultiSink:

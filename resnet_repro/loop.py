@@ -32,6 +32,8 @@ from resnet_repro.checkpoint import (
 from resnet_repro.training_data import TrainingData, build_training_data
 from resnet_repro.distributed import World, all_reduce_sum, per_process_batch
 from resnet_repro.engine import make_sgd, set_tf32, train_step
+from resnet_repro.engine import precision as computed_in
+from resnet_repro.units import duration
 from resnet_repro.errors import ReproError
 from resnet_repro import judge
 from resnet_repro.loggers import MetricsSink, round_floats, run_sinks, write_json_atomic
@@ -42,7 +44,7 @@ from resnet_repro.provenance import git_commit
 from resnet_repro.rundir import LAST, PREV, resume_checkpoint, set_aside_unreadable_last
 from resnet_repro.schedule import WarmupUntilError, build_schedule
 from resnet_repro.loop_state import LoopState, StopSignal
-from resnet_repro.policy import Precision, compile_mode, emulated_bf16_note, keep_run_precision, resolve_precision
+from resnet_repro.policy import Precision, compile_mode, emulated_bf16_note, resolve_precision
 from resnet_repro.run_summary import run_summary
 from resnet_repro.training_model import make_model, wrap_for_training
 from resnet_repro.settings import RunSettings
@@ -81,12 +83,14 @@ class Trainer:
         if ckpt is not None:
             check_same_data(ckpt, self.data.fingerprint, settings.data.root or settings.data.name)  # the likelier cause
             check_compatible(ckpt, model_name=settings.model.name, arch=self.arch.as_dict(), path=ckpt_from)
-        self.precision = self._precision(ckpt)
+        self.precision = self._precision()
         self.amp, self.channels_last = self.precision.amp, self.precision.channels_last
         self._set_up()
         self.state = LoopState(amp=self.amp, channels_last=self.channels_last)
         self.resumed = ckpt is not None
-        if ckpt is not None:
+        if ckpt is None:
+            self.state.train_in(computed_in(device, amp=self.amp, tf32=tr.tf32), self.channels_last)
+        else:
             self._resume(ckpt)
             if ckpt_from == run_dir / PREV and world.is_main:
                 aside = set_aside_unreadable_last(run_dir)
@@ -95,16 +99,13 @@ class Trainer:
 
     # -- set up and resume ------------------------------------------------------------------
 
-    def _precision(self, ckpt: dict[str, Any] | None) -> Precision:
-        """trainer.amp/channels_last here; on resume `auto` keeps what the run started with."""
-        tr = self.tr
-        choice = resolve_precision(tr.amp, tr.channels_last, self.device)
-        kept = keep_run_precision(choice, tr.amp, tr.channels_last, (ckpt or {}).get("loop", {}))
-        if kept is not choice and self.world.is_main:
-            print(f"note: precision {kept.reason}")
-        if (note := emulated_bf16_note(kept, self.device)) and self.world.is_main:
+    def _precision(self) -> Precision:
+        """trainer.amp/channels_last on this machine: `auto` follows the hardware in every
+        session, so a resumed run may change precision; `_resume` records where."""
+        choice = resolve_precision(self.tr.amp, self.tr.channels_last, self.device)
+        if (note := emulated_bf16_note(choice, self.device)) and self.world.is_main:
             print(f"note: {note}")
-        return kept
+        return choice
 
     def _set_up(self) -> None:
         """Model, learning-rate schedule and SGD (§3.4, §4.2), and their cost."""
@@ -128,8 +129,17 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
         set_rng_state(ckpt["rng"])
-        self.state = LoopState.from_dict(ckpt["loop"], self.device)
-        self.state.amp, self.state.channels_last = self.amp, self.channels_last
+        self.state = state = LoopState.from_dict(ckpt["loop"], self.device)
+        earlier = None if state.amp is None else (
+            computed_in(self.device, amp=state.amp, tf32=self.tr.tf32), bool(state.channels_last))
+        now = computed_in(self.device, amp=self.amp, tf32=self.tr.tf32)
+        before = state.train_in(now, self.channels_last, earlier)
+        state.amp, state.channels_last = self.amp, self.channels_last
+        if before is not None and self.world.is_main:
+            print(f"note: this run trained in {_layout(*before)} up to iteration {state.iteration:,}; it goes on in "
+                  f"{_layout(now, self.channels_last)} ({self.precision.reason}). summary.json's precision_history "
+                  f"says which iterations trained in which; trainer.amp={'bf16' if before[0] == 'bf16' else 'off'} "
+                  f"trainer.channels_last={'on' if before[1] else 'off'} keeps the earlier one")
 
     def _wrap(self) -> nn.Module:
         """The module the steps call: DDP over processes, then torch.compile when enabled."""
@@ -145,12 +155,18 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
 
+    @property
+    def complete(self) -> bool:
+        """A finished run resumed at or past trainer.max_iters: `run` trains nothing and changes nothing."""
+        return (self.resumed and self.state.iteration >= self.tr.max_iters
+                and (self.run_dir / "summary.json").is_file())
+
     def run(self) -> dict[str, Any]:
         """Train from the current iteration to trainer.max_iters; returns the summary."""
         from tqdm import tqdm
 
         tr, state = self.tr, self.state
-        if self.resumed and state.iteration >= tr.max_iters and (self.run_dir / "summary.json").is_file():
+        if self.complete:
             return self._already_complete()
         self.pause_reason: str | None = None
         self.net = self._wrap()
@@ -367,7 +383,7 @@ class Trainer:
         summary = self.summarise(status="paused")
         if self.world.is_main:
             took = int(_clock() - self.process_start)
-            print(f"paused at iteration {done} of {self.tr.max_iters} after {took // 3600}:{took % 3600 // 60:02d} "
+            print(f"paused at iteration {done} of {self.tr.max_iters} after {duration(took)} "
                   f"({self.pause_reason}); resume with: python -m resnet_repro train resume={self.run_dir}")
         return summary
 
@@ -403,3 +419,7 @@ class Trainer:
                      if state.best_val_err is not None else ""))
         self.sink.close()
         return summary
+
+
+def _layout(precision: str, channels_last: bool) -> str:
+    return f"{precision}{' + channels_last' if channels_last else ''}"

@@ -50,16 +50,38 @@ class LoopState:
     skipped: int = 0  # steps skipped for a non-finite loss (trainer.max_skipped_steps)
     wall_time: float = 0.0  # seconds in the loop, evaluation included, over all sessions
     wandb_id: str | None = None
-    # The training precision `auto` resolved to in the run's first session, kept on resume so a
-    # run never changes precision midway (None in checkpoints from before it was recorded).
+    # The training precision of the current session (None in checkpoints from before it was
+    # recorded), and every change of it: [first iteration, train precision, channels_last] per
+    # stretch (None in checkpoints from before it was kept). `auto` follows each machine, so a
+    # run started in bf16 on a CPU with native bf16 continues in fp32 on one without.
     amp: bool | None = None
     channels_last: bool | None = None
+    precision_history: list[list[Any]] | None = None
     # Running sums since the last log row / warm-up check (device tensors, read at those steps).
     log_loss: torch.Tensor | float = 0.0
     log_wrong: torch.Tensor | float = 0.0
     log_n: int = 0
     warm_wrong: torch.Tensor | float = 0.0
     warm_n: int = 0
+
+    def train_in(self, precision: str, channels_last: bool,
+                 earlier: tuple[str, bool] | None = None) -> tuple[str, bool] | None:
+        """Training goes on from this iteration in `precision` (bf16, tf32, fp32) and layout:
+        recorded when it differs from the last stretch's, which is returned then (None when
+        unchanged or new). `earlier`: what a checkpoint from before the history trained in."""
+        if self.precision_history is None:
+            self.precision_history = [[0, *earlier]] if earlier is not None and self.iteration > 0 else []
+        last = (self.precision_history[-1][1], self.precision_history[-1][2]) if self.precision_history else None
+        if last == (precision, channels_last):
+            return None
+        self.precision_history.append([self.iteration, precision, channels_last])
+        return last
+
+    def precision_stretches(self) -> list[dict[str, Any]]:
+        """The history as summary.json holds it: from, to, train_precision, channels_last."""
+        h = self.precision_history or []
+        ends = [x[0] for x in h[1:]] + [self.iteration]
+        return [{"from": a, "to": b, "train_precision": p, "channels_last": cl} for (a, p, cl), b in zip(h, ends)]
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)

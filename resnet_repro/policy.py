@@ -3,10 +3,10 @@ compile mode that the `auto` settings resolve to, each with the reason it was ch
 
 CUDA: bf16 autocast, channels_last and torch.compile by default. CPU: bf16 autocast and
 channels_last only where the processor has native bf16 dot products (AVX512-BF16 or AMX-BF16),
-where they pay (1.8x fp32 on ResNet-20, issue 19's measurement on an AVX512-BF16 EPYC); elsewhere
-bf16 is emulated and much slower than fp32 (0.07x on an AVX2 EPYC, experiments/results/cpu/), so
-fp32 + contiguous. Weights, SGD and every evaluation stay
-fp32 on all devices.
+where they pay (ResNet-20 in bf16 + channels_last: 997.7 images/s on a 2-core Xeon with AMX-BF16,
+experiments/results/cifar10-jpeg/cifar_resnet20-bf16native-seed0/); elsewhere bf16 is emulated and
+much slower than fp32 (0.07x on an AVX2 EPYC, 0.10x with channels_last: experiments/results/cpu/),
+so fp32 + contiguous. Weights, SGD and every evaluation stay fp32 on all devices.
 """
 
 from __future__ import annotations
@@ -117,28 +117,16 @@ def resolve_precision(amp: str, channels_last: str, device: torch.device) -> Pre
 
 def emulated_bf16_note(choice: Precision, device: torch.device) -> str | None:
     """A note for bf16 autocast on a CPU without native bf16 (forced, or kept from the run's
-    start): it is emulated, 10-14x slower than fp32, and torch's fallback convolution sums
-    weight gradients over the batch in bf16 (experiments/results/cpu/bf16_conv_check_avx2.md)."""
+    start): it is emulated, 15.3x slower than fp32 (10.0x with channels_last: ResNet-20 on an
+    AVX2 EPYC, experiments/results/cpu/bench_precisions_cifar_resnet20_avx2.txt), and torch's
+    fallback convolution sums weight gradients over the batch in bf16
+    (experiments/results/cpu/bf16_conv_check_avx2.md)."""
     if not choice.amp or device.type != "cpu" or cpu_bf16_flags():
         return None
-    return ("bf16 autocast on a CPU without native bf16 (no avx512_bf16/amx_bf16) is emulated: 10-14x slower "
-            "than fp32, and its weight gradients are summed over the batch in bf16 (8x one rounding's error at "
-            "batch 128 with torch 2.14; experiments/bf16_conv_check.py measures it). trainer.amp=off trains in fp32")
-
-
-def keep_run_precision(choice: Precision, amp: str, channels_last: str, recorded: dict) -> Precision:
-    """On resume, `auto` keeps what the run started with (`recorded`: the checkpoint's loop
-    state, with `amp`/`channels_last` since they were recorded), so a run trained in bf16 on one
-    CPU continues in bf16 on another; returns `choice` itself when nothing differs."""
-    keep_amp = amp == "auto" and recorded.get("amp") is not None
-    keep_cl = channels_last == "auto" and recorded.get("channels_last") is not None
-    use_amp = recorded["amp"] if keep_amp else choice.amp
-    use_cl = recorded["channels_last"] if keep_cl else choice.channels_last
-    if (use_amp, use_cl) == (choice.amp, choice.channels_last):
-        return choice
-    return Precision(amp=use_amp, channels_last=use_cl, reason=(
-        f"auto kept from the run's start ({'bf16' if use_amp else 'fp32'}, channels_last {use_cl}); "
-        f"on this machine it would pick {'bf16' if choice.amp else 'fp32'}: {choice.reason}"))
+    return ("bf16 autocast on a CPU without native bf16 (no avx512_bf16/amx_bf16) is emulated: 15.3x slower "
+            "than fp32 (10.0x with channels_last; ResNet-20 on an AVX2 CPU), and its weight gradients are "
+            "summed over the batch in bf16 (8x one rounding's error at batch 128 with torch 2.14; "
+            "experiments/bf16_conv_check.py measures it). trainer.amp=off trains in fp32")
 
 
 def use_amp(setting: str, device: torch.device) -> bool:

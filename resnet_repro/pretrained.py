@@ -35,7 +35,15 @@ def check_weights_norm(path: str | Path, data_norm: str) -> None:
     trained: per-channel mean AND std (`data.norm=imagenet`). Our from-scratch default subtracts
     the mean only (§3.4), which would feed those weights inputs about 4.4x larger than they
     expect (1 / 0.226). Our own checkpoints are not checked: they carry their own config."""
+    from resnet_repro.peers import is_akamaster
+
     obj = load_checkpoint(path, any_state_dict=True)
+    if is_akamaster(obj):
+        raise ConfigError(
+            f"model.weights={path} is an akamaster/pytorch_resnet_cifar10 file, a published peer's trained "
+            f"CIFAR-10 net: evaluate it with `eval ckpt={path} data_root=<CIFAR-10 folder>` or beside your runs "
+            "with `report <runs> --peers <its folder>`; training does not start from it"
+        )
     if obj.get("format") != FORMAT and data_norm != "imagenet":
         raise ConfigError(
             f"model.weights={path} is a torchvision weights file, which expects inputs divided by the "

@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 
 from resnet_repro.errors import ConfigError
 
-# Settings a resumed run may change: where the data lies, how long, how often, where, and how
-# it is logged.
+# Settings a resumed run may change: where the data lies, how long, how often, where, in which
+# precision, and how it is logged.
 # Everything else (model, data, recipe, seed, batch) must match the run being continued.
 RESUMABLE_KEYS = (
     "data.root",  # the data may move (another node, another mount): its fingerprint must match
@@ -26,6 +26,10 @@ RESUMABLE_KEYS = (
     "trainer.device",
     "trainer.progress",
     "trainer.compile",
+    # Precision is not recipe (judge.py): a run may go on in another one, as `auto` does on
+    # another machine; summary.json's precision_history says which iterations trained in which.
+    "trainer.amp",
+    "trainer.channels_last",
     "trainer.max_skipped_steps",
     "trainer.max_time",  # when this process pauses: the recipe keeps its max_iters
     "trainer.pause_at",

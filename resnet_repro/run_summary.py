@@ -33,7 +33,9 @@ def run_summary(t: Trainer, status: str) -> dict[str, Any]:
         "peak_memory_bytes": peak, "peak_memory_kind": peak_kind,
         **environment(t.device), "world_size": t.world.size,
         "amp": "bf16" if t.amp else "off",
-        "train_precision": precision(t.device, amp=t.amp, tf32=tr.tf32),
+        # one precision for the whole run, else "mixed": precision_history says which iterations
+        "train_precision": _train_precision(state.precision_stretches(), precision(t.device, amp=t.amp, tf32=tr.tf32)),
+        "precision_history": state.precision_stretches(),
         "eval_precision": precision(t.device, amp=False, tf32=tr.tf32),
         "channels_last": t.channels_last,
         "precision_reason": t.precision.reason,
@@ -52,3 +54,8 @@ def run_summary(t: Trainer, status: str) -> dict[str, Any]:
         "run_dir": str(t.run_dir),
     }
     return summary
+
+
+def _train_precision(stretches: list[dict[str, Any]], now: str) -> str:
+    kinds = {x["train_precision"] for x in stretches if x["to"] > x["from"]} or {now}
+    return kinds.pop() if len(kinds) == 1 else "mixed"

@@ -16,8 +16,8 @@ import fcntl
 import glob
 import os
 import shutil
+import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,7 @@ def resume_checkpoint(run_dir: Path) -> tuple[dict[str, Any] | None, Path | None
             problems.append(str(e))
             continue
         if problems:
-            warnings.warn(f"{problems[0]}; resuming from {path} instead", stacklevel=2)
+            print(f"note: {problems[0]}; resuming from {path} instead", file=sys.stderr)
         return ckpt, path
     if problems:
         raise CheckpointError(
@@ -144,6 +144,49 @@ def results_signature(run_dir: Path) -> dict[str, tuple[int, int]]:
             continue
         sig[rel] = (st.st_size, st.st_mtime_ns)
     return sig
+
+
+def read_folder(path: Path) -> dict[str, bytes] | None:
+    """The files directly in `path` (Hydra's `.hydra/` record: three small YAML files), or None
+    when it is not a folder."""
+    if not path.is_dir():
+        return None
+    out = {}
+    for p in path.iterdir():
+        if p.is_file() and not p.is_symlink():
+            try:
+                out[p.name] = p.read_bytes()
+            except OSError:
+                pass
+    return out
+
+
+def restore_folder(path: Path, saved: dict[str, bytes] | None) -> None:
+    """Put `path` back as `read_folder` found it: its files' bytes, files it did not have
+    removed, the folder itself removed when it did not exist (only if then empty)."""
+    if saved is None:
+        if path.is_dir():
+            for p in path.iterdir():
+                if p.is_file() or p.is_symlink():
+                    p.unlink(missing_ok=True)
+            try:
+                path.rmdir()
+            except OSError:
+                pass
+        return
+    if not path.is_dir():
+        return
+    for p in path.iterdir():
+        if p.name not in saved and (p.is_file() or p.is_symlink()):
+            p.unlink(missing_ok=True)
+    for name, data in saved.items():
+        try:
+            if (path / name).read_bytes() == data:
+                continue
+        except OSError:
+            pass
+        with atomic.atomic_write(path / name, "wb") as f:
+            f.write(data)
 
 
 def undo_refused(run_dir: Path, existed: bool, entries: frozenset[str], created_top: Path | None) -> None:

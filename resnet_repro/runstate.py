@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from resnet_repro.units import duration
 from resnet_repro.errors import ReproError
 from resnet_repro.rundir import CONFIG_FILE, LAST, PREV
 
@@ -68,8 +69,7 @@ class RunState:
 
 
 def _hours(seconds: float) -> str:
-    m = int(round(seconds / 60))
-    return f"{m // 60}:{m % 60:02d}"
+    return duration(seconds)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -61,9 +61,9 @@ class StepSchedule:
 
     def __init__(self, base_lr: float, milestones: Sequence[int] = (), gamma: float = 0.1) -> None:
         if not base_lr > 0:
-            raise ConfigError(f"schedule base_lr must be > 0, got {base_lr}")
-        if not gamma > 0:
-            raise ConfigError(f"schedule gamma must be > 0, got {gamma}")
+            raise ConfigError(f"schedule.base_lr must be > 0, got {base_lr}")
+        if not 0 < gamma <= 1:  # a milestone divides the lr (the paper: by 10); above 1 it would grow
+            raise ConfigError(f"schedule.gamma must be in (0, 1] (the paper: 0.1), got {gamma}")
         ms = [int(m) for m in milestones]
         if any(m < 0 for m in ms) or any(b <= a for a, b in zip(ms, ms[1:])):
             raise ConfigError(
@@ -123,7 +123,7 @@ class PlateauSchedule:
         window: int = 1,
     ) -> None:
         if not base_lr > 0:
-            raise ConfigError(f"schedule base_lr must be > 0, got {base_lr}")
+            raise ConfigError(f"schedule.base_lr must be > 0, got {base_lr}")
         if not 0 < factor < 1:
             raise ConfigError(f"plateau factor must be in (0, 1), got {factor}")
         if patience < 0:

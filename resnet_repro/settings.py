@@ -76,6 +76,9 @@ class TrainerSettings:
         return parse_duration(self.max_time, "trainer.max_time")
 
 
+WANDB_MODES = ("online", "offline", "disabled")  # logger.mode: W&B's own modes
+
+
 @dataclass(frozen=True)
 class LoggerSettings:
     name: str = "none"
@@ -262,6 +265,12 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
         raise ConfigError(f"data.val_size must be >= 0, got {data.val_size}")
 
     optim = OptimSettings(**{k: x for k, x in v["optim"].items() if k != "name"})
+    if not 0 <= optim.momentum < 1:  # 1 or more never forgets a gradient: the steps grow without bound
+        raise ConfigError(f"optim.momentum must be in [0, 1) (the paper: 0.9), got {optim.momentum}")
+    if optim.weight_decay < 0:
+        raise ConfigError(f"optim.weight_decay must be >= 0 (the paper: 0.0001), got {optim.weight_decay}")
+    if optim.nesterov and optim.momentum == 0:
+        raise ConfigError("optim.nesterov=true needs optim.momentum > 0")
 
     s = dict(v["schedule"])
     warmup = dict(s.pop("warmup") or {})
@@ -309,6 +318,8 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
     logger = LoggerSettings(**{**v["logger"], "tags": tuple(v["logger"]["tags"])})
     if logger.name not in ("wandb", "none"):
         raise ConfigError(f"unknown logger {logger.name!r}; choose wandb or none")
+    if logger.mode not in WANDB_MODES:
+        raise ConfigError(f"logger.mode must be one of {', '.join(WANDB_MODES)}, got {logger.mode!r}")
 
     if v["seed"] < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {v['seed']!r}")

@@ -33,6 +33,7 @@ from resnet_repro.rundir import (
     RunDirInUse,
     RunLock,
     remove_stale_temp_files,
+    restore_folder,
     results_signature,
     undo_refused,
     write_text_atomic,
@@ -73,6 +74,10 @@ def _task(cfg: DictConfig) -> None:
     try:
         cfg = _with_job_device(cfg, hc.job.num if sweep else None)
         train_from_config(cfg, run_dir, list(hc.overrides.task))
+        if not sweep and results_signature(run_dir) == results:
+            # trained nothing (a finished run run again): Hydra's record stays the one that trained
+            restore_folder(run_dir / hydra_entry.HYDRA_RECORD, before.hydra_record)
+            return
         (run_dir / FAILED_FILE).unlink(missing_ok=True)  # an earlier attempt's failure is history now
     except SystemExit as e:
         if sweep and e.code in (0, None):
@@ -93,6 +98,7 @@ def _task(cfg: DictConfig) -> None:
             _record_failure(run_dir, reason)
         else:
             undo_refused(run_dir, before.existed, before.entries, before.created_top)
+            restore_folder(run_dir / hydra_entry.HYDRA_RECORD, before.hydra_record)
         print(f"error: {reason}", file=sys.stderr)
         if not sweep:
             raise SystemExit(2) from None
@@ -206,7 +212,7 @@ def fit(settings: RunSettings, run_dir: Path, record: dict[str, Any],
     device = distributed.setup(world, resolve_device(settings.trainer.device))
     try:
         trainer = Trainer(settings, run_dir, world, device, record=record, paper=reference(settings.exp_name))
-        if config_yaml is not None:
+        if config_yaml is not None and not trainer.complete:  # a command that trains nothing changes nothing
             write_text_atomic(*config_yaml)
         return trainer.run()
     finally:

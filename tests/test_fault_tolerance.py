@@ -7,6 +7,7 @@ import hashlib
 import os
 import pickle
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -166,19 +167,21 @@ def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path: Path, refe
     assert_same_run(run, reference)
 
 
-def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(tmp_path: Path, reference: Path) -> None:
+def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(tmp_path: Path, reference: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"
     over = [*LONG, "trainer.max_iters=24"]
     train(run, over)
     last = run / "checkpoints" / "last.pt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # torn
-    with pytest.warns(UserWarning, match="resuming from .*prev.pt"):
-        summary = train(run, LONG)  # prev.pt is at 20: trains 21..48 again
+    summary = train(run, LONG)  # prev.pt is at 20: trains 21..48 again
+    assert re.search(r"^note: .*; resuming from .*prev.pt instead$", capsys.readouterr().err, re.M)
     assert summary["iterations"] == 48
     assert_same_run(run, reference)
 
 
-def test_after_falling_back_the_good_checkpoint_survives_the_next_write(tmp_path: Path, reference: Path) -> None:
+def test_after_falling_back_the_good_checkpoint_survives_the_next_write(tmp_path: Path, reference: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
     """The first checkpoint after a fall-back to prev.pt must not rotate the torn last.pt onto
     prev.pt: a crash before the second write would leave no readable checkpoint."""
     run = tmp_path / "run"
@@ -186,8 +189,8 @@ def test_after_falling_back_the_good_checkpoint_survives_the_next_write(tmp_path
     ckpts = run / "checkpoints"
     torn = (ckpts / "last.pt").read_bytes()[: (ckpts / "last.pt").stat().st_size // 2]
     (ckpts / "last.pt").write_bytes(torn)
-    with pytest.warns(UserWarning, match="resuming from .*prev.pt"):
-        summary = train(run, [*LONG, "trainer.pause_at=24"])  # from 20: one checkpoint, at 24
+    summary = train(run, [*LONG, "trainer.pause_at=24"])  # from 20: one checkpoint, at 24
+    assert "; resuming from " in capsys.readouterr().err
     assert summary["status"] == "paused" and summary["iterations"] == 24
     assert load_checkpoint(ckpts / "prev.pt")["meta"]["iteration"] == 20  # still readable
     assert load_checkpoint(ckpts / "last.pt")["meta"]["iteration"] == 24

@@ -153,7 +153,7 @@ def test_paper_rows_without_runs_are_listed_as_missing_and_imagenet_tables_only_
     assert "| missing |" in line and "mean 6.61 ± 0.16" in line
     # CIFAR runs only: no ImageNet tables, one line says so
     assert not {"table2", "table3", "table4"} & {r["table"] for r in rows}
-    assert "Table 2" not in report.markdown and "No runs for: Tables 2, 3, 4 (ImageNet) (not shown)." in report.markdown
+    assert "Table 2" not in report.markdown and "No finished runs for: Tables 2, 3, 4 (ImageNet); not shown as tables." in report.markdown
 
 
 @functools.cache
@@ -329,7 +329,7 @@ def test_a_small_folder_run_named_like_an_imagenet_exp_gets_no_table2_verdict(tm
              and r["model"] == "imagenet_resnet18"]
     assert t2["ours_mean"] == 20.0 and t2["band"] is None  # 7.88 below the paper, yet no "better" verdict
     assert t2["verdict"] == ("not the paper's recipe: 3 classes (paper 1000); trained on 2400 images "
-                             "(paper 1271167); tested on 150 images (paper 50000)")
+                             "(paper 1281167); tested on 150 images (paper 50000)")
     md = "\n".join(ln for s in imagenet_sections(group_runs([run])) for ln in s.markdown)
     assert "image folder (not ImageNet)" in md and "| ImageNet |" not in md
 

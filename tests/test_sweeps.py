@@ -83,7 +83,7 @@ def test_status_tells_done_paused_killed_failed_and_running_apart(tmp_path: Path
     (failed / FAILED_FILE).write_text(json.dumps({"reason": "training diverged", "iteration": 6000}))
     assert run_state(done).short() == "complete (test error 7.50%, 64000 iterations)"
     # 60000 iterations of 128 images at 1280 images/s: 6000 s.
-    assert run_state(paused).short() == "paused at iteration 4000 of 64000, 1280 images/s, 1:40 left at that rate"
+    assert run_state(paused).short() == "paused at iteration 4000 of 64000, 1280 images/s, 1h40m left at that rate"
     assert run_state(killed).short().startswith("killed at iteration 6000 of 64000 (last checkpoint)")
     assert run_state(failed).short() == "failed at iteration 6000 (training diverged)"
     # A later attempt that got further makes the failure history.
@@ -105,7 +105,7 @@ def test_status_command_lists_every_run_under_a_dir(tmp_path: Path, capsys: pyte
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("a: complete (test error 7.50%, 64000 iterations)")
     # 62000 iterations of 128 images at 1280 images/s: 6200 s, 1 h 43 min.
-    assert lines[1].endswith("b: killed at iteration 2000 of 64000 (last checkpoint), 1280 images/s, 1:43 left at that rate")
+    assert lines[1].endswith("b: killed at iteration 2000 of 64000 (last checkpoint), 1280 images/s, 1h43m left at that rate")
     assert lines[2] == "2 run(s): 1 complete, 1 killed"
     assert cli_module.main(["status", str(tmp_path / "nope")]) == 2
 

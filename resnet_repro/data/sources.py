@@ -49,6 +49,22 @@ class Dataset:
 # torchvision CIFAR-10
 
 
+def _remove_if_only_empty_folders(top: Path) -> None:
+    """Remove `top` when it holds nothing but empty folders (a download that got nowhere);
+    anything with a file in it (a partial archive) is left alone."""
+    if any(p.is_file() or p.is_symlink() for p in top.rglob("*")):
+        return
+    for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        try:
+            d.rmdir()
+        except OSError:
+            return
+    try:
+        top.rmdir()
+    except OSError:
+        pass
+
+
 def load_cifar10(root: str | Path, download: bool = True) -> Dataset:
     """The original CIFAR-10 (python version) under `root`, downloaded there if missing."""
     from torchvision import datasets  # lazy: torchvision is slow to import
@@ -66,10 +82,16 @@ def load_cifar10(root: str | Path, download: bool = True) -> Dataset:
             raise DataError(
                 f"CIFAR-10 not found under {root} (download disabled); {alternatives}"
             ) from None
+        top = root  # the outermost folder the download would create: removed again if it fails
+        while not top.parent.exists() and top.parent != top:
+            top = top.parent
+        created = not top.exists()
         try:
             train = datasets.CIFAR10(str(root), train=True, download=True)
             test = datasets.CIFAR10(str(root), train=False, download=True)
         except (urllib.error.URLError, OSError, RuntimeError) as exc:
+            if created:
+                _remove_if_only_empty_folders(top)
             reason = " ".join(str(exc).split()) or type(exc).__name__
             raise DataError(
                 f"CIFAR-10 not found under {root} and could not be downloaded ({reason}); "

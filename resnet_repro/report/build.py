@@ -80,13 +80,19 @@ def _header(paths: Sequence[str], wandb: str | None, runs: Sequence[Run], incomp
                   "their gap to the paper and the peers on the same data, without a verdict; synthetic data and "
                   "other image folders are not the paper's recipe.")
     if absent:
-        md.append(f"- No runs for: {', '.join(absent)} (not shown).")
+        md.append(f"- No finished runs for: {', '.join(absent)}; not shown as tables.")
     return md + [""]
 
 
-def _measure_peers(peers_dir: Path, runs: Sequence[Run], device: str, out_dir: Path) -> tuple[list[dict], list[str]]:
+def _measure_peers(peers_dir: Path, runs: Sequence[Run], device: str, out_dir: Path,
+                   data_root: str | None = None) -> tuple[list[dict], list[str]]:
     """Evaluate every akamaster weights file in `peers_dir` on each CIFAR-10 data set our local
-    runs used (their config's data.name/root). Results go to `<out>/peers.json` only."""
+    runs used (their config's data.name/root, or `data_root` for all of them: a record's relative
+    path is read from the current directory). Results go to `<out>/peers.json` only; each data
+    set that cannot be read is a warning line on stderr as well as a note."""
+    import dataclasses
+    import sys
+
     import torch
 
     from resnet_repro.errors import ReproError
@@ -106,6 +112,8 @@ def _measure_peers(peers_dir: Path, runs: Sequence[Run], device: str, out_dir: P
             d = run_settings(r.config).data
         except ReproError:
             continue
+        if data_root is not None:
+            d = dataclasses.replace(d, root=data_root)
         datas.setdefault((d.name, d.root), d)
     dev = resolve_device(device)
     measured, notes = [], []
@@ -116,6 +124,8 @@ def _measure_peers(peers_dir: Path, runs: Sequence[Run], device: str, out_dir: P
                     measured.append(evaluate_peer(f, d, dev))
             except ReproError as e:
                 notes.append(f"peer {f.name} on {d.name} ({d.root}): not measured: {e}")
+                print(f"warning: {notes[-1]}" + ("" if data_root else "; --data-root DIR names the data"),
+                      file=sys.stderr)
     write_json_atomic(out_dir / "peers.json", measured)
     return measured, notes
 
@@ -130,6 +140,7 @@ def build_report(
     device: str = "auto",
     peers: str | Path | None = None,
     refs: Any = None,
+    data_root: str | None = None,
 ) -> Report:
     """Find the runs, write report.md, results.csv and the figures into `out`, return them."""
     if not (sigma_cifar > 0 and sigma_imagenet > 0):
@@ -156,7 +167,8 @@ def build_report(
     imagenet = [g for g in groups if g.family == "imagenet"]
     in_tables = {*paper.TABLE6_ERROR, *paper.TABLE2_TOP1, *paper.TABLE3_TOP1_TOP5, *paper.TABLE4_TOP1_TOP5}
     other = [g for g in groups if g.exp not in in_tables and not (g.family == "cifar" and not g.residual)]
-    measured, peer_notes = _measure_peers(Path(peers), runs + [i.run for i in incomplete if i.run is not None], device, out_dir) if peers else ([], [])
+    measured, peer_notes = _measure_peers(Path(peers), runs + [i.run for i in incomplete if i.run is not None], device, out_dir,
+                                         data_root) if peers else ([], [])
 
     notes = add_layer_responses(runs, out_dir, device) if layer_responses else []
     # Curves of paused runs too (prefixes of their recipe, labelled in the runs table); no verdicts.
@@ -166,9 +178,14 @@ def build_report(
                                   [g for g in curve_groups if g.family == "imagenet" and g.data == "imagenet"], out_dir)
     fig7, files7 = figure7_section(cifar, out_dir, notes)
     precision_md, precision_files = precision_section(curve_runs, out_dir)
-    absent = ([] if cifar else ["Table 6 (CIFAR-10)"]) + ([] if any(not g.residual for g in cifar) else
-                                                          ["plain nets (CIFAR-10)"])
-    absent += [] if imagenet else ["Tables 2, 3, 4 (ImageNet)"]
+    # A table with no finished run is not shown; its paused prefixes are in the figures and the runs table.
+    prefixes = {"Table 6 (CIFAR-10)": any(g.family == "cifar" and g.residual for g in curve_groups),
+                "plain nets (CIFAR-10)": any(g.family == "cifar" and not g.residual for g in curve_groups),
+                "Tables 2, 3, 4 (ImageNet)": any(g.family == "imagenet" for g in curve_groups)}
+    absent = [f"{name}{' (paused prefixes only: in the figures and the runs table)' if prefixes[name] else ''}"
+              for name, have in (("Table 6 (CIFAR-10)", bool(cifar)),
+                                 ("plain nets (CIFAR-10)", any(not g.residual for g in cifar)),
+                                 ("Tables 2, 3, 4 (ImageNet)", bool(imagenet))) if not have]
     sections = [
         Section(_header([str(p) for p in paths], wandb, runs, incomplete, sigma_cifar, sigma_imagenet, absent)),
         *([table6(cifar, sigma_cifar, refs, measured), peers_table(measured)] if cifar else [peers_table(measured)] if measured else []),
@@ -212,10 +229,18 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--peers", metavar="DIR", default=None,
                         help="evaluate the akamaster CIFAR-10 weights (*.th) in DIR on each CIFAR-10 data set the "
                         "runs used, as context rows (e.g. ../shared/weights/akamaster; written to --out/peers.json)")
+    parser.add_argument("--data-root", default=None, metavar="PATH",
+                        help="the CIFAR-10 data --peers evaluates on, instead of each run's data.root (a record's "
+                        "relative path is read from the current directory)")
     parser.add_argument("--device", default="auto", help="device for --layer-responses and --peers (default: auto)")
     args = parser.parse_args(argv)
+    if args.data_root is not None and args.peers is None:
+        raise ConfigError("--data-root is the data --peers evaluates on: give --peers DIR too")
+    out = Path(args.out) if args.out is not None else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file: name a directory (it is created if missing)")
     rep = build_report(args.dirs, args.out, args.sigma_cifar, args.sigma_imagenet, args.wandb,
-                       args.layer_responses, args.device, args.peers)
+                       args.layer_responses, args.device, args.peers, data_root=args.data_root)
     print(rep.markdown, end="")
     print(f"\nwrote {', '.join(display_path(str(f)) for f in rep.files)}")
     return 0

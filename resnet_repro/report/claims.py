@@ -103,7 +103,7 @@ def warmup_section(runs: Sequence[Run]) -> list[str]:
 
 @dataclass(frozen=True)
 class Ordering:
-    """Two depths of one kind of net on one data set and precision: where the deeper one's
+    """Two depths of one kind of net on one data set: where the deeper one's
     mean training-error curve lies against the shallower one's, at the iterations both logged."""
 
     kind: str  # "plain" or "ResNet"
@@ -125,18 +125,35 @@ class Ordering:
         warm = [g.label for g in (self.shallow, self.deep) if any(_has_warmup(r) for r in g.runs)]
         if warm:
             claim += f" {' and '.join(warm)} began with the §4.2 warm-up at lr 0.01."
-        return (f"- {d} vs {s} ({data_label(self.deep.data)}, {self.deep.precision}), iterations "
+        prec = (self.deep.precision if self.deep.precision == self.shallow.precision
+                else f"{d} {self.deep.precision}, {s} {self.shallow.precision}")
+        return (f"- {d} vs {s} ({data_label(self.deep.data)}, {prec}), iterations "
                 f"{self.iters[0]:,}-{self.iters[-1]:,}: {d}'s training error is higher at {self.higher} of {n} "
                 f"logged points, lower at {sum(g < 0 for g in self.gaps)}; mean gap {statistics.fmean(self.gaps):+.2f} "
                 f"points, {statistics.fmean(self.gaps[-max(1, n // 5):]):+.2f} over the last fifth. {claim}")
 
 
+def _furthest(groups: Sequence[Group]) -> list[Group]:
+    """One group per (kind, data, depth): the one whose training-error curve reaches furthest
+    (then the one with more seeds). Precision is not recipe, so a bf16 ResNet-56 is compared
+    with the fp32 ResNet-20 that finished, not with a bf16 prefix of it; the line names both."""
+    best: dict[tuple, tuple[tuple[int, int], Group]] = {}
+    for g in groups:
+        iters, _ = mean_curve(g.runs, "train/err")
+        rank = (iters[-1] if iters else -1, len(g.seeds()))
+        k = (g.residual, g.data, g.depth)
+        if k not in best or rank > best[k][0]:
+            best[k] = (rank, g)
+    return [g for _, g in best.values()]
+
+
 def orderings(groups: Sequence[Group]) -> list[Ordering]:
-    """Each pair of depths of the same kind (plain or residual, CIFAR family), data and precision,
-    from shallow to deep, that logged training error at two or more common iterations."""
+    """Each pair of depths of the same kind (plain or residual, CIFAR family) and data, from
+    shallow to deep, that logged training error at two or more common iterations; per depth
+    the group that reached furthest, whatever its precision (`_furthest`)."""
     out = []
-    key = lambda g: (g.residual, g.data, g.precision)  # noqa: E731
-    cifar = sorted((g for g in groups if g.family == "cifar"), key=lambda g: (key(g), g.depth))
+    key = lambda g: (g.residual, g.data)  # noqa: E731
+    cifar = sorted(_furthest([g for g in groups if g.family == "cifar"]), key=lambda g: (key(g), g.depth))
     for i, a in enumerate(cifar):
         for b in cifar[i + 1:]:
             if key(a) != key(b) or a.depth == b.depth:

@@ -110,8 +110,20 @@ class Run:
 
     @property
     def precision(self) -> str:
-        """What training computed in: bf16 (autocast, fp32 weights), tf32 or fp32."""
-        return str(self.summary.get("train_precision") or "not recorded")
+        """What training computed in: bf16 (autocast, fp32 weights), tf32 or fp32; a run that
+        changed precision on resume names its stretches ("bf16 0-2,000, fp32 2,000-4,000")."""
+        p = str(self.summary.get("train_precision") or "not recorded")
+        if p != "mixed":
+            return p
+        merged: list[list] = []
+        for x in self.summary.get("precision_history") or []:
+            if x["to"] <= x["from"]:
+                continue
+            if merged and merged[-1][0] == x["train_precision"]:
+                merged[-1][2] = x["to"]
+            else:
+                merged.append([x["train_precision"], x["from"], x["to"]])
+        return ", ".join(f"{k} {a:,}-{b:,}" for k, a, b in merged) or p
 
     def digest(self) -> str:
         """The run's content: its final weights' digest when recorded, else its results. Copies

@@ -35,6 +35,7 @@ class Curves:
     train_err: list[float]
     test_iters: list[int]
     test_err: list[float]
+    variant: int = 0  # a second curve of one depth (say, another precision) gets a colour of its own
 
 
 def _pyplot() -> Any:
@@ -46,12 +47,14 @@ def _pyplot() -> Any:
     return plt
 
 
-def _depth_colours(curves: Sequence[Curves]) -> dict[int, Any]:
+def _depth_colours(curves: Sequence[Curves]) -> dict[tuple[int, int], Any]:
+    """One colour per depth across panels (plain-20 and ResNet-20 alike); a depth's other
+    variants (another precision or data set) take colours after every depth's."""
     import matplotlib
 
-    depths = sorted({c.depth for c in curves})
+    keys = sorted({(c.variant, c.depth) for c in curves})
     cmap = matplotlib.colormaps["tab10"]
-    return {d: cmap(i % 10) for i, d in enumerate(depths)}
+    return {(d, v): cmap(i % 10) for i, (v, d) in enumerate(keys)}
 
 
 # At most this many intervals between ticks: labels of a few characters never touch.
@@ -95,8 +98,8 @@ def _curve_panel(ax: Any, curves: Sequence[Curves], colours: dict[int, Any], tit
     """Dashed (Figure 6) or thin (Figure 4) training error, bold test error."""
     from matplotlib.ticker import FuncFormatter
 
-    for c in sorted(curves, key=lambda c: c.depth):
-        colour = colours[c.depth]
+    for c in sorted(curves, key=lambda c: (c.depth, c.variant)):
+        colour = colours[(c.depth, c.variant)]
         if c.iters:  # the legend names the test curve, or this one when there is none (a short prefix)
             ax.plot(c.iters, c.train_err, color=colour, linewidth=0.8, label=None if c.test_iters else c.label,
                     linestyle="-" if thin_train else "--", alpha=0.9, marker="." if len(c.iters) < 3 else None)
@@ -112,11 +115,16 @@ def _curve_panel(ax: Any, curves: Sequence[Curves], colours: dict[int, Any], tit
     if curves:
         ax.set_xlim(left=0)  # training starts at iteration 0, as in the paper's plots
         _legend_outside(ax)
-    else:
+    else:  # no made-up 0-1 scales: an empty panel says so and draws no axes
         ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel("")
+        ax.set_ylabel("")
 
 
-def draw_figure6(plain: Sequence[Curves], residual: Sequence[Curves], deep: Sequence[Curves], note: str = "") -> Any:
+def draw_figure6(plain: Sequence[Curves], residual: Sequence[Curves], deep: Sequence[Curves], note: str = "",
+                 data: str = "CIFAR-10") -> Any:
     """Figure 6: plain nets (left), ResNets (middle), ResNet-110 vs 1202 (right, only when
     `deep` has curves). Dashed: training error; bold: test error."""
     plt = _pyplot()
@@ -125,17 +133,17 @@ def draw_figure6(plain: Sequence[Curves], residual: Sequence[Curves], deep: Sequ
     fig, axes = plt.subplots(1, len(panels), figsize=(5.8 * len(panels), 4.2), squeeze=False, layout="constrained")
     for ax, (curves, title) in zip(axes[0], panels):
         _curve_panel(ax, curves, colours, title, thin_train=False)
-    fig.suptitle("CIFAR-10 (cf. Figure 6): dashed = training error, bold = test error" + (f"\n{note}" if note else ""),
+    fig.suptitle(f"{data} (cf. Figure 6): dashed = training error, bold = test error" + (f"\n{note}" if note else ""),
                  fontsize=10)
     return fig
 
 
 def figure6(plain: Sequence[Curves], residual: Sequence[Curves], deep: Sequence[Curves], path: str | Path,
-            note: str = "") -> Path:
-    return _save(draw_figure6(plain, residual, deep, note), Path(path))
+            note: str = "", data: str = "CIFAR-10") -> Path:
+    return _save(draw_figure6(plain, residual, deep, note, data), Path(path))
 
 
-def draw_figure4(plain: Sequence[Curves], residual: Sequence[Curves], note: str = "") -> Any:
+def draw_figure4(plain: Sequence[Curves], residual: Sequence[Curves], note: str = "", data: str = "ImageNet") -> Any:
     """Figure 4: plain-18/34 (left), ResNet-18/34 (right). Thin: training error; bold:
     centre-crop validation error (our `test/err`: ImageNet's val set is our test split)."""
     plt = _pyplot()
@@ -143,16 +151,17 @@ def draw_figure4(plain: Sequence[Curves], residual: Sequence[Curves], note: str 
     fig, axes = plt.subplots(1, 2, figsize=(11.6, 4.2), layout="constrained")
     _curve_panel(axes[0], plain, colours, "plain", thin_train=True)
     _curve_panel(axes[1], residual, colours, "ResNet", thin_train=True)
-    fig.suptitle("ImageNet (cf. Figure 4): thin = training error, bold = centre-crop val error"
+    fig.suptitle(f"{data} (cf. Figure 4): thin = training error, bold = centre-crop val error"
                  + (f"\n{note}" if note else ""), fontsize=10)
     return fig
 
 
-def figure4(plain: Sequence[Curves], residual: Sequence[Curves], path: str | Path, note: str = "") -> Path:
-    return _save(draw_figure4(plain, residual, note), Path(path))
+def figure4(plain: Sequence[Curves], residual: Sequence[Curves], path: str | Path, note: str = "",
+            data: str = "ImageNet") -> Path:
+    return _save(draw_figure4(plain, residual, note, data), Path(path))
 
 
-def draw_figure7(responses: Sequence[tuple[str, Sequence[float]]], note: str = "") -> Any:
+def draw_figure7(responses: Sequence[tuple[str, Sequence[float]]], note: str = "", data: str = "CIFAR-10") -> Any:
     """Figure 7: std of each 3x3 layer's response, in network order (top) and sorted by
     magnitude, descending (bottom); one line per model, one legend (top) for both panels."""
     plt = _pyplot()
@@ -169,13 +178,14 @@ def draw_figure7(responses: Sequence[tuple[str, Sequence[float]]], note: str = "
         _integer_ticks(ax.xaxis)  # layers are counted: 1, 2, 3, never 2.5
     if responses:
         _legend_outside(top)  # constrained layout gives both panels the same width
-    fig.suptitle("CIFAR-10 layer responses (cf. Figure 7): std of each 3x3 layer's BN output"
+    fig.suptitle(f"{data} layer responses (cf. Figure 7): std of each 3x3 layer's BN output"
                  + (f"\n{note}" if note else ""), fontsize=10)
     return fig
 
 
-def figure7(responses: Sequence[tuple[str, Sequence[float]]], path: str | Path, note: str = "") -> Path:
-    return _save(draw_figure7(responses, note), Path(path))
+def figure7(responses: Sequence[tuple[str, Sequence[float]]], path: str | Path, note: str = "",
+            data: str = "CIFAR-10") -> Path:
+    return _save(draw_figure7(responses, note, data), Path(path))
 
 
 FIGURE6 = "figure6_cifar.png"
@@ -185,16 +195,35 @@ FIGURE7 = "figure7_layer_responses.png"
 
 
 
-def _curves(groups: Sequence[Group]) -> list[Any]:
-
-    labels = [g.label for g in groups]
+def distinct_labels(groups: Sequence[Group]) -> list[str]:
+    """Each group's label ("ResNet-20"), with what tells it from the others of that label, if
+    any: the exp, the data set, the precision, only those that differ among them."""
     out = []
     for g in groups:
+        twins = [x for x in groups if x.label == g.label]
+        parts = [str(key(g)) for key in (lambda x: x.exp, lambda x: data_label(x.data), lambda x: x.precision)
+                 if len({key(x) for x in twins}) > 1]
+        out.append(f"{g.label} ({', '.join(parts)})" if parts else g.label)
+    return out
+
+
+def _curves(groups: Sequence[Group]) -> list[Any]:
+    out = []
+    for g, label in zip(groups, distinct_labels(groups)):
         it, tr = mean_curve(g.runs, "train/err", past_shortest=True)
         tit, te = mean_curve(g.runs, "test/err", past_shortest=True)
-        label = g.label if labels.count(g.label) == 1 else f"{g.label} ({g.exp}, {data_label(g.data)})"
-        out.append(Curves(label, g.depth, it, tr, tit, te))
+        variant = [x for x in groups if x.depth == g.depth].index(g)
+        out.append(Curves(label, g.depth, it, tr, tit, te, variant))
     return out
+
+
+def data_title(groups: Sequence[Group], family: str) -> str:
+    """A figure's data set for its title: the paper's name only when every group used it."""
+    paper_data = {"cifar": ("cifar10", "cifar10_folder"), "imagenet": ("imagenet",)}[family]
+    datas = sorted({g.data for g in groups})
+    if datas and all(d in paper_data for d in datas):
+        return "CIFAR-10" if family == "cifar" else "ImageNet"
+    return ", ".join(data_label(d) for d in datas) or ("CIFAR-10" if family == "cifar" else "ImageNet")
 
 
 def _figure_note(groups: Sequence[Group]) -> str:
@@ -213,7 +242,8 @@ def figure_sections(cifar: Sequence[Group], imagenet: Sequence[Group], out: Path
         res = [g for g in cifar if g.residual and g.depth < 1202]
         deep = [g for g in cifar if g.residual and g.depth >= 110] if any(
             g.residual and g.depth >= 1202 for g in cifar) else []
-        files.append(figure6(_curves(plain), _curves(res), _curves(deep), out / FIGURE6, _figure_note(cifar)))
+        files.append(figure6(_curves(plain), _curves(res), _curves(deep), out / FIGURE6, _figure_note(cifar),
+                             data_title(cifar, "cifar")))
         md += ["## Figure 6: CIFAR-10 training curves", "",
                f"![Figure 6]({FIGURE6})", "",
                "Dashed: training error (logged every `trainer.log_every` iterations, augmented batches); bold: "
@@ -225,7 +255,8 @@ def figure_sections(cifar: Sequence[Group], imagenet: Sequence[Group], out: Path
     if imagenet:
         plain = [g for g in imagenet if not g.residual]
         res = [g for g in imagenet if g.residual and g.depth <= 34 and g.arch.get("shortcut") == "A"]
-        files.append(figure4(_curves(plain), _curves(res), out / FIGURE4, _figure_note(imagenet)))
+        files.append(figure4(_curves(plain), _curves(res), out / FIGURE4, _figure_note(imagenet),
+                             data_title(imagenet, "imagenet")))
         md += ["## Figure 4: ImageNet training curves", "", f"![Figure 4]({FIGURE4})", "",
                "Thin: training error; bold: centre-crop validation error (`test/err`: ImageNet's val set is our "
                "test split). Plain nets left, option-A ResNet-18/34 right; mean over seeds (past the shortest, "
@@ -264,15 +295,22 @@ def figure7_section(groups: Sequence[Group], out: Path, notes: Sequence[str]) ->
         return Section(["## Figure 7: layer responses", "", *(notes or []),
                         "No run has `layer_responses.json` (`report --layer-responses` or `analyze` makes them).",
                         ""] if notes else []), []
-    labels = [g.label for g, _, _ in lines]
-    responses = [(g.label if labels.count(g.label) == 1 else f"{g.label} ({g.exp}, {data_label(g.data)})", m)
-                 for g, m, _ in sorted(lines, key=lambda t: (t[0].residual, t[0].depth))]
-    path = figure7(responses, out / FIGURE7, _figure_note([g for g, _, _ in lines]))
+    lines.sort(key=lambda t: (t[0].residual, t[0].depth))
+    responses = list(zip(distinct_labels([g for g, _, _ in lines]), (m for _, m, _ in lines)))
+    # --max-images (analyze) measures on the first N test images only: said in the figure's note
+    limited = sorted({f"{r.responses['n_images']:,} of {r.summary['test_size']:,}" for g, _, _ in lines
+                      for r in g.runs if r.responses and isinstance(r.responses.get("n_images"), int)
+                      and isinstance(r.summary.get("test_size"), int)
+                      and r.responses["n_images"] < r.summary["test_size"]})
+    note = _figure_note([g for g, _, _ in lines]) + (
+        f"; measured on the first {', '.join(limited)} test images (--max-images)" if limited else "")
+    path = figure7(responses, out / FIGURE7, note, data_title([g for g, _, _ in lines], "cifar"))
     md = ["## Figure 7: layer responses", "", f"![Figure 7]({FIGURE7})", "",
           "Std of each 3x3 layer's output after BN and before the addition / ReLU, on the test split, in eval "
           "mode; network order (top) and sorted by magnitude (bottom). Layer 1 is the stem's 3x3 conv (its "
           "BN), then each block's two 3x3 layers: 6n+1 layers for a 6n+2-layer net. Several seeds: the "
-          "mean over seeds per layer.", "",
+          "mean over seeds per layer." + (f" Measured on the first {', '.join(limited)} test images "
+                                           "(`analyze --max-images`), not all of them." if limited else ""), "",
           *md_table(["model", "exp", "data", "layers", "seeds", "mean std", "max", "min"],
                      [[g.label, g.exp, data_label(g.data), str(len(m)), str(k), fmt(statistics.fmean(m), ".3f"),
                        fmt(max(m), ".3f"), fmt(min(m), ".3f")] for g, m, k in lines]),
