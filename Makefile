@@ -7,7 +7,7 @@ PIP_ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow test-all test-cpu-kinds models clean
+.PHONY: help install demo lint test test-slow test-all test-cpu-kinds models clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,7 +31,10 @@ models: install ## table of every named model: params and mult-adds beside the p
 # Each prints its 10 slowest tests.
 # Two pytest-xdist workers, one test file each at a time (a file's fixtures are built once).
 XDIST ?= -n 2 --dist loadfile
-test: install ## the test suite (every test not marked slow); prints the 10 slowest tests
+lint: install ## the import contracts of pyproject.toml: layers only point down, no circles (import-linter)
+	$(VENV)/bin/lint-imports
+
+test: lint ## the import contracts, then the test suite (every test not marked slow); prints the 10 slowest tests
 	$(PY) -m pytest $(XDIST) -m "not slow" --durations=10 $(PYTEST_ARGS)
 
 test-slow: install ## only the slow tests: real CIFAR-10 (JPEG copy), SIGKILL/SIGTERM resume, torchrun, concurrent bench

@@ -47,7 +47,8 @@ from resnet_repro.archs import input_size
 from resnet_repro.models import build_from_arch
 from resnet_repro.provenance import environment, peak_memory, reset_peak_memory
 from resnet_repro.policy import compile_mode, cpu_record, resolve_device, resolve_precision
-from resnet_repro.settings import PRECISION_PATHS, BenchSettings, RunSettings, run_settings
+from resnet_repro.settings import PRECISION_PATHS, BenchSettings, RunSettings
+from resnet_repro.config_schema import run_settings
 
 
 def _task(cfg: DictConfig) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import sys
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -25,7 +26,7 @@ import torch
 
 from resnet_repro.atomic import atomic_write
 from resnet_repro.errors import CheckpointError
-from resnet_repro.rundir import LAST
+from resnet_repro.rundir import LAST, PREV
 
 FORMAT = "resnet_repro/1"
 
@@ -299,3 +300,26 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         # Resuming on fewer GPUs restores the ones that exist.
         for i, s in enumerate(state["cuda"][: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(s.cpu(), i)
+
+
+def resume_checkpoint(run_dir: Path) -> tuple[dict[str, Any] | None, Path | None]:
+    """The newest readable checkpoint of a run, or (None, None) for a fresh run."""
+    last, prev = run_dir / LAST, run_dir / PREV
+    problems = []
+    for path in (last, prev):
+        if not path.exists():
+            continue
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as e:
+            problems.append(str(e))
+            continue
+        if problems:
+            print(f"note: {problems[0]}; resuming from {path} instead", file=sys.stderr)
+        return ckpt, path
+    if problems:
+        raise CheckpointError(
+            f"no readable checkpoint in {run_dir / 'checkpoints'} ({problems[0]}); not training from a broken "
+            "state: move the checkpoints away to start over"
+        )
+    return None, None

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from resnet_repro.errors import ConfigError
+from resnet_repro.settings import ModelSettings, TrainerSettings
 
 
 @dataclass(frozen=True)
@@ -103,3 +104,20 @@ def per_process_batch(global_batch: int, world: World) -> int:
             f"trainer.batch_size={global_batch} (the global batch) is not divisible by {world.size} processes"
         )
     return global_batch // world.size
+
+
+def per_process_batch_checked(model: ModelSettings, trainer: TrainerSettings, world_size: int) -> int:
+    """Each process's share of the global batch, refusing BN groups that do not tile it.
+
+    A BN group larger than the per-process batch cannot be formed: the layer would silently
+    normalise over the smaller batch (other statistics than the recipe states), so it is an
+    error. Called by `train` as soon as the world size is known, before any data or file."""
+    n = per_process_batch(trainer.batch_size, World(size=world_size))
+    g = model.bn_group_size
+    if g is not None and n % g:
+        raise ConfigError(
+            f"model.bn_group_size={g} does not divide the per-process batch of {n} images "
+            f"(trainer.batch_size={trainer.batch_size} over {world_size} process(es)); "
+            f"use a batch that is a multiple of {g * world_size} or a smaller group"
+        )
+    return n

@@ -25,6 +25,7 @@ from resnet_repro.checkpoint import (
     check_compatible,
     check_same_data,
     checkpoint_meta,
+    resume_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -41,7 +42,7 @@ from resnet_repro.archs import input_size
 from resnet_repro.macs import count_macs, count_params
 from resnet_repro.pretrained import set_train_mode
 from resnet_repro.provenance import git_commit
-from resnet_repro.rundir import LAST, PREV, resume_checkpoint, set_aside_unreadable_last
+from resnet_repro.rundir import LAST, PREV, set_aside_unreadable_last
 from resnet_repro.schedule import WarmupUntilError, build_schedule
 from resnet_repro.loop_state import LoopState, StopSignal
 from resnet_repro.policy import Precision, compile_mode, emulated_bf16_note, resolve_precision

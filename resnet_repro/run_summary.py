@@ -4,16 +4,36 @@ or a paused prefix's), the recipe, cost and provenance, in one flat record."""
 from __future__ import annotations
 
 import datetime as _dt
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from resnet_repro.engine import precision
 from resnet_repro.provenance import environment, peak_memory, weights_digest
 
-if TYPE_CHECKING:
-    from resnet_repro.loop import Trainer
+
+class Summarised(Protocol):
+    """What a summary is read from: the training loop (`loop.Trainer`) at an iteration. Named
+    here, not imported, so that this module stays below the loop that calls it."""
+
+    state: Any  # loop_state.LoopState
+    tr: Any  # settings.TrainerSettings
+    settings: Any  # settings.RunSettings
+    data: Any  # training_data.TrainingData
+    last_eval: dict[str, float]
+    pause_reason: str | None
+    warmup: Any  # schedule.WarmupUntilError, or None
+    params: int
+    macs: int
+    device: Any
+    world: Any  # distributed.World
+    arch: Any  # archs.Arch
+    amp: bool
+    channels_last: bool
+    precision: Any  # policy.Precision
+    model: Any
+    run_dir: Any
 
 
-def run_summary(t: Trainer, status: str) -> dict[str, Any]:
+def run_summary(t: Summarised, status: str) -> dict[str, Any]:
     """The record of trainer `t` now (`status`: "complete" or "paused"); its last evaluation
     must be of the current weights."""
     state, tr, s, data, ev = t.state, t.tr, t.settings, t.data, t.last_eval

@@ -2,10 +2,9 @@
 
 - `RunLock`: an exclusive `flock` on `<run>/.lock`. The kernel drops it when the holder exits,
   however it exits (kill -9 included), so a dead run never blocks its directory.
-- `resume_checkpoint`: `checkpoints/last.pt`, or `checkpoints/prev.pt` when the last one is
-  torn or corrupt; never a broken state, and never a silent fresh start over a broken one.
-  `set_aside_unreadable_last` then moves the broken last.pt aside (kept), so that the next
-  checkpoint's rotation cannot move it onto the good prev.pt.
+- `set_aside_unreadable_last`: after a resume from `checkpoints/prev.pt` (checkpoint.py's
+  `resume_checkpoint` falls back to it when last.pt is torn or corrupt), moves the broken
+  last.pt aside (kept), so that the next checkpoint's rotation cannot move it onto prev.pt.
 - `results_signature` / `undo_refused`: a refused command (one that changed no result) leaves
   the file system as it found it: it removes only what it created, never a dir that existed.
 """
@@ -16,10 +15,8 @@ import fcntl
 import glob
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from resnet_repro import atomic
 from resnet_repro.errors import CheckpointError, ReproError
@@ -78,31 +75,6 @@ def remove_stale_temp_files(run_dir: Path) -> None:
             os.unlink(tmp)
         except OSError:
             pass
-
-
-def resume_checkpoint(run_dir: Path) -> tuple[dict[str, Any] | None, Path | None]:
-    """The newest readable checkpoint of a run, or (None, None) for a fresh run."""
-    from resnet_repro.checkpoint import load_checkpoint  # torch: not for `report`'s writes
-
-    last, prev = run_dir / LAST, run_dir / PREV
-    problems = []
-    for path in (last, prev):
-        if not path.exists():
-            continue
-        try:
-            ckpt = load_checkpoint(path)
-        except CheckpointError as e:
-            problems.append(str(e))
-            continue
-        if problems:
-            print(f"note: {problems[0]}; resuming from {path} instead", file=sys.stderr)
-        return ckpt, path
-    if problems:
-        raise CheckpointError(
-            f"no readable checkpoint in {run_dir / 'checkpoints'} ({problems[0]}); not training from a broken "
-            "state: move the checkpoints away to start over"
-        )
-    return None, None
 
 
 def set_aside_unreadable_last(run_dir: Path) -> Path | None:

@@ -1,9 +1,10 @@
 """Typed settings of a run, built from the Hydra config in one place.
 
 The dataclasses below are also the config's schema (`config_schema.py`): Hydra checks types and
-keys at composition, and `run_settings(cfg)` adds only what a schema cannot say: value ranges
-and the rules that tie settings together (a BN group must divide the batch, a plateau needs a
-holdout, ...).
+keys at composition, and `config_schema.run_settings(cfg)` adds only what a schema cannot say:
+value ranges and the rules that tie settings together (a BN group must divide the batch, a
+plateau needs a holdout, ...). This module imports no other config module: the schema and the
+parse sit above it.
 
 `train` and `eval` (the entry layer) call `run_settings(cfg)`; everything below takes these
 dataclasses or plain arguments and never sees a DictConfig. No torch here: the schemas are
@@ -15,12 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
 
 from resnet_repro.archs import Arch, names_after_network
 from resnet_repro.data.settings import DataSettings
 from resnet_repro.errors import ConfigError
-from resnet_repro.schedule import build_schedule
 
 
 @dataclass(frozen=True)
@@ -174,26 +173,7 @@ class EvalSettings:
 # --------------------------------------------------------------------------------------------
 
 
-def per_process_batch_checked(model: ModelSettings, trainer: TrainerSettings, world_size: int) -> int:
-    """Each process's share of the global batch, refusing BN groups that do not tile it.
-
-    A BN group larger than the per-process batch cannot be formed: the layer would silently
-    normalise over the smaller batch (other statistics than the recipe states), so it is an
-    error. Called by `train` as soon as the world size is known, before any data or file."""
-    from resnet_repro.distributed import World, per_process_batch
-
-    n = per_process_batch(trainer.batch_size, World(size=world_size))
-    g = model.bn_group_size
-    if g is not None and n % g:
-        raise ConfigError(
-            f"model.bn_group_size={g} does not divide the per-process batch of {n} images "
-            f"(trainer.batch_size={trainer.batch_size} over {world_size} process(es)); "
-            f"use a batch that is a multiple of {g * world_size} or a smaller group"
-        )
-    return n
-
-
-def _named_after_network(model: ModelSettings, exp_name: str) -> tuple[ModelSettings, str, str | None]:
+def named_after_network(model: ModelSettings, exp_name: str) -> tuple[ModelSettings, str, str | None]:
     """Returns (model, exp name, the config's model name if the network is another one)."""
     name, exp_name = names_after_network(model.name, exp_name, model.arch)
     if name == model.name:
@@ -223,116 +203,7 @@ def parse_duration(value: str | int | float | None, key: str) -> float | None:
     return seconds
 
 
-def _positive_int(value: Any, key: str) -> int:
+def positive_int(value: Any, key: str) -> int:
     if value < 1:
         raise ConfigError(f"{key} must be a positive integer, got {value!r}")
     return value
-
-
-def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
-    """Check a composed config (or a checkpoint's saved one) and turn it into typed settings:
-    types and keys by the schema, then ranges and cross-field rules (one clear error each)."""
-    from resnet_repro.config_schema import validated
-    from resnet_repro.models import validate_arch
-    from resnet_repro.policy import COMPILE_MODES
-
-    c: dict[str, Any] = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    # The schema fills in a missing setting's default, never a missing section: a partial config
-    # (a W&B run's, an old record's) is not a recipe.
-    missing = [s for s in ("model", "data", "optim", "schedule", "trainer", "logger") if not isinstance(c.get(s), dict)]
-    if missing:
-        raise ConfigError(f"the config has no {', '.join(missing)} section(s): not a run's complete config")
-    v = validated(c)
-
-    m = v["model"]
-    arch = Arch(**{k: m[k] for k in Arch.__dataclass_fields__})
-    model = ModelSettings(name=m["name"], arch=arch, bn_group_size=m["bn_group_size"], weights=m["weights"],
-                          freeze_backbone=m["freeze_backbone"])
-    if model.weights == "required":  # an exp that only makes sense from pretrained weights
-        raise ConfigError(
-            f"exp {v['exp_name']} fine-tunes pretrained weights: give model.weights=<torchvision "
-            f"{model.name.removeprefix('torchvision_')} .pth file or one of our checkpoints>"
-        )
-    if model.freeze_backbone and not model.weights:
-        raise ConfigError("model.freeze_backbone=true needs model.weights=<file> to start from")
-    validate_arch(arch, model.bn_group_size)  # every model setting is checked before any data is loaded
-
-    d = v["data"]
-    if len(d["scale"]) != 2:  # a schema's tuple has no length
-        raise ConfigError(f"data.scale must be a list of 2 integers, got {d['scale']!r}")
-    data = DataSettings(**{**d, "scale": tuple(d["scale"])})
-    if data.val_size < 0:
-        raise ConfigError(f"data.val_size must be >= 0, got {data.val_size}")
-
-    optim = OptimSettings(**{k: x for k, x in v["optim"].items() if k != "name"})
-    if not 0 <= optim.momentum < 1:  # 1 or more never forgets a gradient: the steps grow without bound
-        raise ConfigError(f"optim.momentum must be in [0, 1) (the paper: 0.9), got {optim.momentum}")
-    if optim.weight_decay < 0:
-        raise ConfigError(f"optim.weight_decay must be >= 0 (the paper: 0.0001), got {optim.weight_decay}")
-    if optim.nesterov and optim.momentum == 0:
-        raise ConfigError("optim.nesterov=true needs optim.momentum > 0")
-
-    s = dict(v["schedule"])
-    warmup = dict(s.pop("warmup") or {})
-    check_every = _positive_int(warmup.pop("check_every", 100), "schedule.warmup.check_every")
-    if warmup.get("max_iters") is not None:
-        _positive_int(warmup["max_iters"], "schedule.warmup.max_iters")
-    schedule = ScheduleSettings(**{**s, "milestones": tuple(s["milestones"])}, warmup=warmup or None,
-                                check_every=check_every)
-    # The schedule's own range checks (plateau factor, warm-up threshold, ...), now rather than
-    # after the data has loaded.
-    build_schedule(schedule.kind, base_lr=schedule.base_lr, milestones=schedule.milestones, gamma=schedule.gamma,
-                   warmup=schedule.warmup, plateau=schedule.plateau)
-    if schedule.kind == "plateau" and data.val_size == 0:
-        # Nothing to watch: the LR would silently stay at base_lr for the whole run.
-        raise ConfigError(
-            "schedule kind 'plateau' watches the held-out error, but data.val_size=0 holds out nothing: "
-            "set data.val_size=N (e.g. 10000) or use a fixed schedule (schedule=imagenet_step)"
-        )
-
-    t = v["trainer"]
-    for key in ("amp", "channels_last", "compile"):  # `compile: false` (a YAML bool) means off
-        t[key] = str(t[key]).lower()
-    for key in ("batch_size", "max_iters", "eval_every", "log_every", "ckpt_every", "eval_batch_size"):
-        _positive_int(t[key], f"trainer.{key}")
-    trainer = TrainerSettings(**t)
-    if trainer.max_skipped_steps < 0:
-        raise ConfigError(f"trainer.max_skipped_steps must be an integer >= 0, got {trainer.max_skipped_steps!r}")
-    trainer.max_time_s  # noqa: B018  (a malformed duration: one line now, not mid-run)
-    if trainer.pause_at is not None:
-        _positive_int(trainer.pause_at, "trainer.pause_at")
-    if trainer.compile not in COMPILE_MODES:
-        raise ConfigError(f"trainer.compile must be one of {', '.join(COMPILE_MODES)}, got {trainer.compile!r}")
-    if trainer.amp not in ("auto", "bf16", "off", "false"):
-        raise ConfigError(f"trainer.amp must be auto, bf16 or off, got {trainer.amp!r}")
-    if trainer.channels_last not in ("auto", "on", "off", "true", "false"):
-        raise ConfigError(f"trainer.channels_last must be auto, on or off, got {trainer.channels_last!r}")
-    if trainer.sync_bn and model.bn_group_size is not None:
-        raise ConfigError("trainer.sync_bn=true and model.bn_group_size are exclusive (SyncBN pools every process)")
-    g = model.bn_group_size
-    if g is not None and trainer.batch_size % g:  # also refuses a group larger than the batch
-        raise ConfigError(
-            f"trainer.batch_size={trainer.batch_size} is not a multiple of model.bn_group_size={g}"
-        )
-
-    logger = LoggerSettings(**{**v["logger"], "tags": tuple(v["logger"]["tags"])})
-    if logger.name not in ("wandb", "none"):
-        raise ConfigError(f"unknown logger {logger.name!r}; choose wandb or none")
-    if logger.mode not in WANDB_MODES:
-        raise ConfigError(f"logger.mode must be one of {', '.join(WANDB_MODES)}, got {logger.mode!r}")
-
-    if v["seed"] < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {v['seed']!r}")
-    exp_name = str(c.get("exp_name") or model.name)
-    model, exp_name, renamed_from = _named_after_network(model, exp_name)
-    return RunSettings(
-        exp_name=exp_name,
-        renamed_from=renamed_from,
-        seed=v["seed"],
-        model=model,
-        data=data,
-        optim=optim,
-        schedule=schedule,
-        trainer=trainer,
-        logger=logger,
-    )

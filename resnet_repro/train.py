@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from resnet_repro import distributed
-from resnet_repro.distributed import world_from_env
+from resnet_repro.distributed import per_process_batch_checked, world_from_env
 from resnet_repro.errors import CheckpointError, ReproError
 from resnet_repro.loop import Trainer
 from resnet_repro.pretrained import check_weights_norm
@@ -40,7 +40,8 @@ from resnet_repro.rundir import (
 )
 from resnet_repro.runstate import FAILED_FILE
 from resnet_repro.policy import resolve_device
-from resnet_repro.settings import RunSettings, per_process_batch_checked, run_settings
+from resnet_repro.settings import RunSettings
+from resnet_repro.config_schema import run_settings
 
 
 # --------------------------------------------------------------------------------------------

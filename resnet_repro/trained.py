@@ -16,7 +16,8 @@ from resnet_repro.archs import Arch
 from resnet_repro.checkpoint import check_compatible
 from resnet_repro.errors import CheckpointError
 from resnet_repro.models import build_from_arch
-from resnet_repro.settings import RunSettings, run_settings
+from resnet_repro.settings import RunSettings
+from resnet_repro.config_schema import run_settings
 
 
 @dataclass

@@ -196,7 +196,7 @@ def test_photo_folder_has_imagenet_like_jpegs(tmp_path: Path) -> None:
 def test_bench_times_both_decode_paths_and_the_ceiling(tmp_path: Path) -> None:
     from conftest import compose_config
     from resnet_repro.bench import BenchSettings, format_result, run_bench
-    from resnet_repro.settings import run_settings
+    from resnet_repro.config_schema import run_settings
 
     write_image_folder(tmp_path, 2, {"train": 4, "val": 1}, seed=1, image="photo")
     s = run_settings(compose_config([

@@ -17,7 +17,7 @@ from resnet_repro.training_data import build_training_data
 from resnet_repro.distributed import World
 from resnet_repro.engine import make_sgd, train_step
 from resnet_repro.loggers import read_jsonl
-from resnet_repro.settings import run_settings
+from resnet_repro.config_schema import run_settings
 from resnet_repro.training_model import make_model
 
 # Global batch 32; BN over 16 images: two processes of 16, or one process with BN groups of 16.

@@ -17,7 +17,7 @@ from resnet_repro.checkpoint import load_checkpoint, save_checkpoint
 from resnet_repro.rundir import LAST
 from resnet_repro.evaluate import evaluate_checkpoint
 from resnet_repro.loggers import read_jsonl, round_floats
-from resnet_repro.settings import run_settings
+from resnet_repro.config_schema import run_settings
 from resnet_repro.train import train_from_config
 
 

@@ -19,12 +19,15 @@ from conftest import REPO, compose_config
 from omegaconf import OmegaConf
 
 from resnet_repro.errors import ReproError
-from resnet_repro.lease.bench_plan import choose, run_benches
-from resnet_repro.lease.cli import main
-from resnet_repro.lease.records import _alive
 from resnet_repro.rundir import RunLock
-from resnet_repro.lease.settings import LeaseSettings
-from resnet_repro.lease.sweep import jobs, sweep_commands
+
+# experiments/gpu/lease/: the lease is an experiment's tool, not the library (conftest puts
+# experiments/gpu on the path, as lease.sh does)
+from lease.bench_plan import choose, run_benches
+from lease.cli import main
+from lease.records import _alive
+from lease.settings import LeaseSettings
+from lease.sweep import jobs, sweep_commands
 
 SCRIPT = REPO / "experiments" / "gpu" / "lease.sh"
 WHEELS = REPO.parent / "shared" / "wheels"
@@ -149,7 +152,7 @@ def test_a_share_of_one_network_still_sweeps_its_seeds(launched: dict) -> None:
 
 def test_max_time_until_a_deadline_is_the_time_left_when_the_job_starts() -> None:
     from resnet_repro.errors import ConfigError
-    from resnet_repro.settings import run_settings
+    from resnet_repro.config_schema import run_settings
 
     now = time.time()
     cfg = compose_config(["+exp=cifar_resnet20", f"trainer.max_time=${{until:{int(now) + 1000}}}"])

@@ -17,7 +17,8 @@ from resnet_repro.checkpoint import load_checkpoint
 from resnet_repro.errors import ConfigError
 from resnet_repro.loggers import read_jsonl
 from resnet_repro.report import build_report
-from resnet_repro.settings import parse_duration, run_settings
+from resnet_repro.settings import parse_duration
+from resnet_repro.config_schema import run_settings
 from resnet_repro.train import train_from_config
 
 # TINY: 12 iterations, an evaluation every 6, a checkpoint every 4. Iteration 5 is neither.

@@ -90,7 +90,7 @@ def _normalised(exp_overrides: list[str]) -> torch.Tensor:
     """What a config's ImageNet normalisation makes of a known uint8 image (pixels 0 and 255)."""
     from resnet_repro.data.build import imagenet_norm
     from resnet_repro.data.transforms import normalization
-    from resnet_repro.settings import run_settings
+    from resnet_repro.config_schema import run_settings
 
     s = run_settings(compose_config(exp_overrides))
     x = torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 2).expand(3, 1, 2)  # [3,1,2]

@@ -47,7 +47,7 @@ from resnet_repro.report import (
     table6,
 )
 from resnet_repro.policy import resolve_precision
-from resnet_repro.settings import run_settings
+from resnet_repro.config_schema import run_settings
 from resnet_repro.hydra_entry import register_resolvers
 from resnet_repro.train import train_from_config
 from resnet_repro.wandb_runs import record_from_run, rows_from_history

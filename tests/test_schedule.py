@@ -18,7 +18,7 @@ from resnet_repro.schedule import (
     WarmupUntilError,
     build_schedule,
 )
-from resnet_repro.settings import run_settings
+from resnet_repro.config_schema import run_settings
 
 CIFAR_ITERS = [0, 1, 399, 400, 31999, 32000, 47999, 48000, 63999, 64000]
 

@@ -18,7 +18,7 @@ from resnet_repro.paths import CONF_DIR
 from resnet_repro.evaluate import evaluate_checkpoint
 from resnet_repro.loggers import read_jsonl, round_floats
 from resnet_repro.schedule import build_schedule
-from resnet_repro.settings import run_settings
+from resnet_repro.config_schema import run_settings
 from resnet_repro.train import train_from_config
 
 EXPS = sorted(p.stem for p in (CONF_DIR / "exp").glob("*.yaml"))

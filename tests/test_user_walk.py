@@ -14,7 +14,7 @@ import torch
 
 from conftest import TINY, cli, compose_config, train_tiny
 from resnet_repro.errors import ConfigError, ReproError
-from resnet_repro.settings import run_settings
+from resnet_repro.config_schema import run_settings
 
 
 def _files(root: Path) -> dict[str, str]:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU lease (issue 22): bench, then the whole CIFAR study (+exp=cifar_paper_runs) detached.
-# Run from the repository root. The logic lives in resnet_repro/lease/; this script only
+# Run from the repository root. The logic lives in experiments/gpu/lease/; this script only
 # sets up the environment and calls it. Procedure and the exact `run` tool commands:
 # experiments/gpu/README.md.
 #
@@ -43,9 +43,9 @@ root="$PWD"
 : "${LEASE_DIR:=/tmp/lease}" "${LEASE_RUNS:=/tmp/runs}"
 : "${LEASE_DATA:=data=cifar10_folder data.root=$(realpath -m "$LEASE_GPU_DIR")/cifar10-jpeg.tar.gz}"
 export LEASE_PYTHON LEASE_DIR LEASE_RUNS LEASE_DATA
-export PYTHONPATH="$LEASE_SITE:$root" PYTHONUNBUFFERED=1
+export PYTHONPATH="$LEASE_SITE:$root:$root/experiments/gpu" PYTHONUNBUFFERED=1
 
-plan() { "$LEASE_PYTHON" -m resnet_repro.lease "$@"; }
+plan() { "$LEASE_PYTHON" -m lease "$@"; }
 
 case "$verb" in
   prepare)

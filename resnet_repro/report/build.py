@@ -99,7 +99,7 @@ def _measure_peers(peers_dir: Path, runs: Sequence[Run], device: str, out_dir: P
     from resnet_repro.loggers import write_json_atomic
     from resnet_repro.peers import evaluate_peer
     from resnet_repro.policy import resolve_device
-    from resnet_repro.settings import run_settings
+    from resnet_repro.config_schema import run_settings
 
     files = sorted(p for p in peers_dir.glob("*.th")) if peers_dir.is_dir() else []
     if not files:

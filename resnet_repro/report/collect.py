@@ -53,7 +53,7 @@ def recipe_of_config(config: dict[str, Any] | None) -> tuple[judge.Recipe | None
     """(recipe, None) from a run's resolved config (config.yaml or a W&B run's config), or
     (None, why) when there is none or it no longer makes valid settings."""
     from resnet_repro.errors import ReproError
-    from resnet_repro.settings import run_settings
+    from resnet_repro.config_schema import run_settings
 
     if not config:
         return None, "no config.yaml"

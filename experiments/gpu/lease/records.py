@@ -12,8 +12,8 @@ from typing import Any
 
 from resnet_repro import runstate
 from resnet_repro.errors import ReproError
-from resnet_repro.lease.machine import environment
-from resnet_repro.lease.settings import SWEEP_EXP, LeaseSettings
+from lease.machine import environment
+from lease.settings import SWEEP_EXP, LeaseSettings
 from resnet_repro.rundir import CONFIG_FILE
 
 # Run files that `collect` packs (checkpoints stay behind).

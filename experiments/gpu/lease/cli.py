@@ -1,4 +1,4 @@
-"""`python -m resnet_repro.lease <verb>`: the steps of experiments/gpu/lease.sh."""
+"""`python -m lease <verb>`: the steps of experiments/gpu/lease.sh."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import sys
 from pathlib import Path
 
 from resnet_repro.errors import ReproError
-from resnet_repro.lease.bench_plan import run_benches
-from resnet_repro.lease.machine import environment, warm_data
-from resnet_repro.lease.records import collect, poll
-from resnet_repro.lease.settings import LeaseSettings
-from resnet_repro.lease.sweep import jobs, launch
+from lease.bench_plan import run_benches
+from lease.machine import environment, warm_data
+from lease.records import collect, poll
+from lease.settings import LeaseSettings
+from lease.sweep import jobs, launch
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m resnet_repro.lease",
+    parser = argparse.ArgumentParser(prog="python -m lease",
                                      description="The steps of experiments/gpu/lease.sh (settings: LEASE_* variables).")
     sub = parser.add_subparsers(dest="verb", required=True)
     sub.add_parser("jobs", help="the sweep's jobs, in order")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resnet_repro.lease.settings import LeaseSettings
+from lease.settings import LeaseSettings
 
 # A step up in concurrency must give at least this much more total images/s than the best
 # fewer processes: more processes also slow each run, so the first results come later.

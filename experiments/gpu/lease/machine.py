@@ -11,7 +11,7 @@ import subprocess
 import time
 from typing import Any
 
-from resnet_repro.lease.settings import LeaseSettings
+from lease.settings import LeaseSettings
 
 
 def warm_data(s: LeaseSettings) -> None:

@@ -11,8 +11,8 @@ import time
 from typing import Any
 
 from resnet_repro.errors import ReproError
-from resnet_repro.lease.machine import _now
-from resnet_repro.lease.settings import SWEEP_EXP, LeaseSettings, _csv
+from lease.machine import _now
+from lease.settings import SWEEP_EXP, LeaseSettings, _csv
 from resnet_repro.paths import CONF_DIR
 
 # Below this many seconds of training time, the sweep is not started.
