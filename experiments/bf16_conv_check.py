@@ -18,7 +18,7 @@ added in turn into a bf16 running sum.
 import torch
 import torch.nn.functional as F
 
-from resnet_repro.policy import cpu_bf16_flags, cpu_model
+from resnet_repro.training.policy import cpu_bf16_flags, cpu_model
 
 
 def bf16_ulp(v: torch.Tensor) -> torch.Tensor:

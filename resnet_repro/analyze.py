@@ -46,7 +46,7 @@ def response_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, BN module) of every BN that follows a 3x3 conv, in network order."""
     from torch import nn
 
-    from resnet_repro.blocks import BasicBlock, Bottleneck
+    from resnet_repro.models.blocks import BasicBlock, Bottleneck
 
     names = {m: n for n, m in model.named_modules()}
     out: list[tuple[str, nn.Module]] = []
@@ -131,13 +131,13 @@ def analyze_run(
     """Layer responses of `<run>/checkpoints/last.pt` on its test split; writes and returns
     `<run>/layer_responses.json` (or the file `out`: `report` writes under its --out only). The model and data come from the checkpoint's saved config
     (as in `evaluate.py`); `data_root` points at another copy of the same data."""
-    from resnet_repro.checkpoint import load_checkpoint
-    from resnet_repro.rundir import LAST
+    from resnet_repro.runs.checkpoint import load_checkpoint
+    from resnet_repro.runs.rundir import LAST
     from resnet_repro.data.build import load_cifar_splits
     from resnet_repro.data.pipeline import eval_batches
     from resnet_repro.data.sources import ArraySplit
-    from resnet_repro.loggers import write_json_atomic
-    from resnet_repro.policy import resolve_device
+    from resnet_repro.runs.sinks import write_json_atomic
+    from resnet_repro.training.policy import resolve_device
     from resnet_repro.trained import model_from_checkpoint
 
     run_dir = Path(run_dir)

@@ -38,17 +38,17 @@ from torch import nn
 
 from resnet_repro.data.build import load_cifar_splits
 from resnet_repro.data.settings import CIFAR_SOURCES
-from resnet_repro.training_data import build_training_data
-from resnet_repro.distributed import World
-from resnet_repro.engine import make_sgd, maybe_compile, train_step
+from resnet_repro.training.inputs import build_training_data
+from resnet_repro.training.distributed import World
+from resnet_repro.training.step import make_sgd, maybe_compile, train_step
 from resnet_repro.errors import ConfigError, ReproError
-from resnet_repro.loggers import write_json_atomic
-from resnet_repro.archs import input_size
-from resnet_repro.models import build_from_arch
-from resnet_repro.provenance import environment, peak_memory, reset_peak_memory
-from resnet_repro.policy import compile_mode, cpu_record, resolve_device, resolve_precision
-from resnet_repro.settings import PRECISION_PATHS, BenchSettings, RunSettings
-from resnet_repro.config_schema import run_settings
+from resnet_repro.runs.sinks import write_json_atomic
+from resnet_repro.config.archs import input_size
+from resnet_repro.models.resnet import build_from_arch
+from resnet_repro.runs.provenance import environment, peak_memory, reset_peak_memory
+from resnet_repro.training.policy import compile_mode, cpu_record, resolve_device, resolve_precision
+from resnet_repro.config.settings import PRECISION_PATHS, BenchSettings, RunSettings
+from resnet_repro.schema import run_settings
 
 
 def _task(cfg: DictConfig) -> None:
@@ -70,7 +70,7 @@ def _task(cfg: DictConfig) -> None:
 
 def bench_settings(b: dict[str, Any]) -> BenchSettings:
     """The `bench.*` settings, typed and range-checked (one clear line each)."""
-    from resnet_repro.config_schema import BenchSchema, validated
+    from resnet_repro.schema import BenchSchema, validated
 
     b = validated(b, BenchSchema, "bench.")  # types and keys (settings.BenchSettings)
     bad = [p for p in b["precisions"] if p not in PRECISION_PATHS]
@@ -138,7 +138,7 @@ def time_configured(settings: RunSettings, bench: BenchSettings, device: torch.d
         data = build_training_data(settings.data, settings.seed, batch_size=tr.batch_size,
                                    eval_batch_size=tr.eval_batch_size, device=device, world=World())
         num_classes, batches, source = data.num_classes, data.stream.iterate(0), f"{settings.data.name} pipeline"
-    from resnet_repro.training_model import make_model
+    from resnet_repro.training.model import make_model
 
     arch = replace(settings.model.arch, num_classes=settings.model.arch.num_classes or num_classes)
     model = make_model(replace(settings, model=replace(settings.model, arch=arch)), device, World())

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from resnet_repro.errors import ReproError
-from resnet_repro.paths import CONF_DIR
+from resnet_repro.config.paths import CONF_DIR
 
 
 USAGE = """usage: python -m resnet_repro <command> [args]
@@ -42,10 +42,10 @@ def _cmd_models(argv: list[str]) -> int:
     )
     parser.add_argument("names", nargs="*", help="models to show (default: all)")
     args = parser.parse_args(argv)
-    from resnet_repro.model_table import format_table, model_rows  # torch: not for --help
+    from resnet_repro.models.table import format_table, model_rows  # torch: not for --help
 
     if args.names:
-        from resnet_repro.archs import get_arch
+        from resnet_repro.config.archs import get_arch
 
         for n in args.names:
             get_arch(n)  # unknown names: one clear line
@@ -60,7 +60,7 @@ def _cmd_report(argv: list[str]) -> int:
 
 
 def _cmd_status(argv: list[str]) -> int:
-    from resnet_repro.runstate import cli_main
+    from resnet_repro.runs.state import cli_main
 
     return cli_main(argv)
 
@@ -197,7 +197,7 @@ def _hydra_command(module: str, config_name: str) -> Callable[[list[str]], int]:
                 raise
             raise ReproError(one_line(e)) from None
         except (HydraException, OmegaConfBaseException) as e:
-            from resnet_repro.config_schema import SCHEMAS, config_error
+            from resnet_repro.schema import SCHEMAS, config_error
 
             schema = SCHEMAS["eval_schema" if config_name == "eval" else "run_schema"]
             raise (config_error(e, schema) or ReproError(one_line(e))) from None

@@ -28,22 +28,23 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from resnet_repro.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint_path
+from resnet_repro.runs.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint_path
 from resnet_repro.data.build import imagenet_norm, load_cifar_splits
 from resnet_repro.data.pipeline import eval_batches
-from resnet_repro.engine import evaluate, precision, set_tf32
+from resnet_repro.evaluation.metrics import evaluate
+from resnet_repro.training.step import precision, set_tf32
 from resnet_repro.errors import ConfigError, DataError, ReproError
-from resnet_repro.loggers import write_json_atomic
-from resnet_repro.archs import get_arch
-from resnet_repro.models import build_from_arch
-from resnet_repro.pretrained import apply_weights, infer_torchvision_model
-from resnet_repro.policy import resolve_device
-from resnet_repro.protocol_names import PROTOCOLS as IMAGENET_PROTOCOLS
-from resnet_repro.provenance import weights_digest
-from resnet_repro.runstate import not_final_weights
+from resnet_repro.runs.sinks import write_json_atomic
+from resnet_repro.config.archs import get_arch
+from resnet_repro.models.resnet import build_from_arch
+from resnet_repro.models.pretrained import apply_weights, infer_torchvision_model
+from resnet_repro.training.policy import resolve_device
+from resnet_repro.evaluation.names import PROTOCOLS as IMAGENET_PROTOCOLS
+from resnet_repro.runs.provenance import weights_digest
+from resnet_repro.runs.state import not_final_weights
 from resnet_repro.trained import model_from_checkpoint
-from resnet_repro.config_schema import EvalSchema, validated
-from resnet_repro.settings import EvalSettings
+from resnet_repro.schema import EvalSchema, validated
+from resnet_repro.config.settings import EvalSettings
 
 
 def _task(cfg: DictConfig) -> None:
@@ -78,9 +79,9 @@ def _precise_bn(model, settings, data_settings, device, num_batches: int, worker
     """Recompute the BN statistics over `num_batches` of the run's own training batches (its
     global batch, grouped as in training, training augmentation, from iteration 0); returns
     the `bn_stats` label of the numbers that follow."""
-    from resnet_repro.training_data import build_training_data
-    from resnet_repro.distributed import World
-    from resnet_repro.precise_bn import recompute_bn_stats
+    from resnet_repro.training.inputs import build_training_data
+    from resnet_repro.training.distributed import World
+    from resnet_repro.training.precise_bn import recompute_bn_stats
 
     if data_settings.name == "imagenet":
         data_settings = replace(data_settings, workers=workers, decode=decode)
@@ -109,7 +110,7 @@ def _eval_imagenet(
     model, files, labels, protocols, device, workers, batch_size, what: str, norm: str = "mean_std",
     decode: str = "auto",
 ) -> list[dict[str, Any]]:
-    from resnet_repro.protocols import evaluate_protocol, finalize
+    from resnet_repro.evaluation.protocols import evaluate_protocol, finalize
 
     results = []
     for proto in protocols:
@@ -183,7 +184,7 @@ def _record(path: Path, results: list[dict[str, Any]], split: str, iteration: in
 def _evaluate_akamaster(obj: dict[str, Any], path: Path, data_root: str | None, dev, batch_size: int,
                         split: str) -> dict[str, Any]:
     """akamaster/pytorch_resnet_cifar10's weights (peers.py) on the CIFAR-10 copy at data_root."""
-    from resnet_repro.peers import evaluate_peer, peer_data_settings
+    from resnet_repro.models.peers import evaluate_peer, peer_data_settings
 
     if not data_root:
         raise ConfigError(f"{path} is an akamaster CIFAR-10 weights file: give data_root=<CIFAR-10 image folder, "
@@ -226,7 +227,7 @@ def evaluate_checkpoint(
     state = load_checkpoint(path, any_state_dict=True)
     dev = resolve_device(device, key="device")
 
-    from resnet_repro.peers import is_akamaster
+    from resnet_repro.models.peers import is_akamaster
 
     if is_akamaster(state):
         return _evaluate_akamaster(state, path, data_root, dev, batch_size, split)

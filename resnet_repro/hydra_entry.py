@@ -26,8 +26,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from resnet_repro.config_schema import register_schemas
-from resnet_repro.paths import CONF_DIR
+from resnet_repro.schema import register_schemas
+from resnet_repro.config.paths import CONF_DIR
 
 
 def run_stamp() -> str:
@@ -47,7 +47,7 @@ def run_name(exp_name: str, model_name: str, family: str, depth: int, residual: 
              bottleneck_stride: str) -> str:
     """The run dir's name: the exp's, or the network's when overrides made it another one
     (`+exp=cifar_resnet20 model.depth=32` -> cifar_resnet32; archs.names_after_network)."""
-    from resnet_repro.archs import Arch, names_after_network
+    from resnet_repro.config.archs import Arch, names_after_network
 
     try:
         return names_after_network(model_name, exp_name, Arch(family, int(depth), bool(residual), shortcut,
@@ -81,7 +81,7 @@ def _parsed(overrides: Any) -> list[Any]:
 
 
 def _names_a_run(key: str) -> bool:
-    from resnet_repro.resume import is_resumable
+    from resnet_repro.config.resume import is_resumable
 
     return not (key == "exp" or key.startswith("hydra.") or key.startswith("hydra/") or is_resumable(key))
 
@@ -161,7 +161,7 @@ class Before:
 
 
 def snapshot(path: Path) -> Before:
-    from resnet_repro.rundir import read_folder
+    from resnet_repro.runs.rundir import read_folder
 
     path = path.absolute()
     if path.is_dir():
@@ -222,7 +222,7 @@ def sweep_jobs(sweep_dir: Path) -> list[Path]:
 
 def end_of_sweep(sweep_dir: Path) -> int:
     """One line per job of the sweep that just ran; 1 if any failed."""
-    from resnet_repro.runstate import run_state
+    from resnet_repro.runs.state import run_state
 
     states = [run_state(d) for d in sweep_jobs(sweep_dir)]
     if not states:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import functools
 
-from resnet_repro import judge
-from resnet_repro.paths import CONF_DIR
+from resnet_repro.paper import judge
+from resnet_repro.config.paths import CONF_DIR
 
 
 def _compose(exp: str):
@@ -30,7 +30,7 @@ def reference(row: str) -> judge.Recipe | None:
     """The recipe of paper row `row` (an exp name, e.g. "cifar_resnet20"), or None when no exp
     of that name exists or it does not compose on its own (the fine-tuning exp needs weights)."""
     from resnet_repro.errors import ReproError
-    from resnet_repro.config_schema import run_settings
+    from resnet_repro.schema import run_settings
 
     if row not in judge.NAMED_MODELS or not (CONF_DIR / "exp" / f"{row}.yaml").is_file():
         return None

@@ -1,5 +1,5 @@
 """`python -m resnet_repro train ...`: the entry layer. Reads the Hydra config (the only module
-that does, through `settings.run_settings`), reconciles it with a run being resumed, validates
+that does, through `schema.run_settings`), reconciles it with a run being resumed, validates
 everything before writing anything, then hands typed settings to the training loop
 (`loop.Trainer`).
 
@@ -20,13 +20,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from resnet_repro import distributed
-from resnet_repro.distributed import per_process_batch_checked, world_from_env
+from resnet_repro.training import distributed
+from resnet_repro.training.distributed import per_process_batch_checked, world_from_env
 from resnet_repro.errors import CheckpointError, ReproError
-from resnet_repro.loop import Trainer
-from resnet_repro.pretrained import check_weights_norm
-from resnet_repro.resume import reconcile_resume
-from resnet_repro.rundir import (
+from resnet_repro.training.loop import Trainer
+from resnet_repro.models.pretrained import check_weights_norm
+from resnet_repro.config.resume import reconcile_resume
+from resnet_repro.runs.rundir import (
     CONFIG_FILE,
     LAST,
     PREV,
@@ -38,10 +38,10 @@ from resnet_repro.rundir import (
     undo_refused,
     write_text_atomic,
 )
-from resnet_repro.runstate import FAILED_FILE
-from resnet_repro.policy import resolve_device
-from resnet_repro.settings import RunSettings
-from resnet_repro.config_schema import run_settings
+from resnet_repro.runs.state import FAILED_FILE
+from resnet_repro.training.policy import resolve_device
+from resnet_repro.config.settings import RunSettings
+from resnet_repro.schema import run_settings
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,7 +143,7 @@ def _record_failure(run_dir: Path, reason: str) -> None:
     import datetime as dt
     import json
 
-    from resnet_repro.runstate import checkpoint_iteration
+    from resnet_repro.runs.state import checkpoint_iteration
 
     if not run_dir.is_dir():
         return

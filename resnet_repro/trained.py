@@ -12,12 +12,12 @@ from typing import Any
 
 from torch import nn
 
-from resnet_repro.archs import Arch
-from resnet_repro.checkpoint import check_compatible
+from resnet_repro.config.archs import Arch
+from resnet_repro.runs.checkpoint import check_compatible
 from resnet_repro.errors import CheckpointError
-from resnet_repro.models import build_from_arch
-from resnet_repro.settings import RunSettings
-from resnet_repro.config_schema import run_settings
+from resnet_repro.models.resnet import build_from_arch
+from resnet_repro.config.settings import RunSettings
+from resnet_repro.schema import run_settings
 
 
 @dataclass

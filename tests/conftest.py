@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from resnet_repro.data.generated_folders import write_image_folder  # noqa: F401 (the tests' one folder writer)
 from resnet_repro.data.transforms import normalization
-from resnet_repro.paths import CONF_DIR
-from resnet_repro.policy import FAKE_BF16_ENV, cpu_bf16_flags, cpu_model
+from resnet_repro.config.paths import CONF_DIR
+from resnet_repro.training.policy import FAKE_BF16_ENV, cpu_bf16_flags, cpu_model
 from resnet_repro.hydra_entry import register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def compose_config(overrides: list[str], config_name: str = "config") -> DictCon
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--cpu-bf16", choices=("host", "native", "none"), default="host",
                      help="run the suite as on a CPU with (native) or without (none) native bf16, whatever "
-                          "this one has (sets resnet_repro.policy.FAKE_BF16_ENV, which subprocesses inherit)")
+                          "this one has (sets resnet_repro.training.policy.FAKE_BF16_ENV, which subprocesses inherit)")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-import resnet_repro.checkpoint as ck
-from resnet_repro.checkpoint import (
+import resnet_repro.runs.checkpoint as ck
+from resnet_repro.runs.checkpoint import (
     FORMAT,
     check_compatible,
     checkpoint_meta,
@@ -232,7 +232,7 @@ def test_eval_and_analyze_rebuild_the_network_as_trained_bn_groups_included(tmp_
     import resnet_repro.analyze as analyze
     import resnet_repro.evaluate as evaluate
     from conftest import train_tiny
-    from resnet_repro.grouped_bn import GroupedBatchNorm2d
+    from resnet_repro.models.grouped_bn import GroupedBatchNorm2d
 
     train_tiny(tmp_path, ["model.bn_group_size=16", "trainer.max_iters=2", "trainer.eval_every=2"])
     seen: list[torch.nn.Module] = []
@@ -251,3 +251,24 @@ def test_eval_and_analyze_rebuild_the_network_as_trained_bn_groups_included(tmp_
     for model in seen:
         bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
         assert bns and all(isinstance(m, GroupedBatchNorm2d) and m.group_size == 16 for m in bns)
+
+
+def test_a_checkpoint_names_no_module_of_ours_so_a_new_layout_still_resumes_it(tmp_path: Path) -> None:
+    """Issue 33 moved the modules into packages while the Figure 6 runs trained: a checkpoint
+    holds tensors, numbers, strings and containers only (torch.load with weights_only=True
+    refuses anything else), never a class or function of resnet_repro by its import path."""
+    import pickletools
+    import zipfile
+
+    from conftest import train_tiny
+
+    run = tmp_path / "run"
+    train_tiny(run, ["trainer.max_iters=4"])
+    with zipfile.ZipFile(run / "checkpoints" / "last.pt") as z:
+        pickled = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    ops = list(pickletools.genops(pickled))
+    # GLOBAL names "module qualname"; STACK_GLOBAL takes both from the strings pushed before it
+    names = [str(arg) for op, arg, _ in ops if op.name in ("GLOBAL", "SHORT_BINUNICODE", "BINUNICODE", "UNICODE")]
+    assert any(op.name in ("GLOBAL", "STACK_GLOBAL") for op, _, _ in ops)  # torch's own rebuild functions
+    modules = [n.split(" ")[0] for n in names]  # (storage keys such as "resnet_repro/1" are file names)
+    assert not [m for m in modules if m == "resnet_repro" or m.startswith("resnet_repro.")]

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from resnet_repro.cli import main
-from resnet_repro.archs import NAMED_MODELS
+from resnet_repro.config.archs import NAMED_MODELS
 
 
 def test_python_m_help_lists_the_subcommands() -> None:

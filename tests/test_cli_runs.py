@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_CIFAR, SYNTH, TINY, TINY_TRAINER, compose_config, write_cifar_folder, cli, train_tiny as train
-from resnet_repro import engine
-from resnet_repro.checkpoint import load_checkpoint
-from resnet_repro.loggers import read_jsonl
+from resnet_repro.training import step as engine
+from resnet_repro.runs.checkpoint import load_checkpoint
+from resnet_repro.runs.sinks import read_jsonl
 from resnet_repro.train import train_from_config
 
 
@@ -166,7 +166,7 @@ def test_a_run_is_named_after_the_network_it_trains(tmp_path: Path) -> None:
 def test_throughput_after_a_resume_counts_only_this_sessions_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A fake clock that advances one second per training step: every window is exactly
     # batch_size images per second, before and after the resume.
-    import resnet_repro.loop as train_module
+    import resnet_repro.training.loop as train_module
 
     clock = {"t": 0.0}
     real_step = engine.train_step

@@ -25,7 +25,7 @@ from resnet_repro.data.image_files import read_rgb, scan_image_folder
 from resnet_repro.data.imagenet import ImageNetStream
 from resnet_repro.data.transforms import Lighting, normalization, train_transform
 from resnet_repro.errors import ConfigError, DataError
-from resnet_repro.protocols import PROTOCOLS, evaluate_protocol, finalize, multi_scale_batch_probs, multi_scale_probs
+from resnet_repro.evaluation.protocols import PROTOCOLS, evaluate_protocol, finalize, multi_scale_batch_probs, multi_scale_probs
 
 from conftest import SIZES, TinyNet, TintNet, write_image_folder
 
@@ -196,7 +196,7 @@ def test_photo_folder_has_imagenet_like_jpegs(tmp_path: Path) -> None:
 def test_bench_times_both_decode_paths_and_the_ceiling(tmp_path: Path) -> None:
     from conftest import compose_config
     from resnet_repro.bench import BenchSettings, format_result, run_bench
-    from resnet_repro.config_schema import run_settings
+    from resnet_repro.schema import run_settings
 
     write_image_folder(tmp_path, 2, {"train": 4, "val": 1}, seed=1, image="photo")
     s = run_settings(compose_config([

@@ -13,12 +13,12 @@ import torch
 from dataclasses import replace
 
 from conftest import REPO, TINY, compose_config
-from resnet_repro.training_data import build_training_data
-from resnet_repro.distributed import World
-from resnet_repro.engine import make_sgd, train_step
-from resnet_repro.loggers import read_jsonl
-from resnet_repro.config_schema import run_settings
-from resnet_repro.training_model import make_model
+from resnet_repro.training.inputs import build_training_data
+from resnet_repro.training.distributed import World
+from resnet_repro.training.step import make_sgd, train_step
+from resnet_repro.runs.sinks import read_jsonl
+from resnet_repro.schema import run_settings
+from resnet_repro.training.model import make_model
 
 # Global batch 32; BN over 16 images: two processes of 16, or one process with BN groups of 16.
 SETUP = [*TINY, "trainer.batch_size=32", "model.bn_group_size=16"]

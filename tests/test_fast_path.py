@@ -37,9 +37,9 @@ from torch import nn
 
 from resnet_repro.data.pipeline import TrainStream, per_pixel_mean
 from resnet_repro.data.synthetic import make_synthetic
-from resnet_repro.engine import autocast, make_sgd, maybe_compile, train_step
+from resnet_repro.training.step import autocast, make_sgd, maybe_compile, train_step
 
-from resnet_repro.models import build_resnet
+from resnet_repro.models.resnet import build_resnet
 
 U32 = 2.0 ** -24  # fp32 unit roundoff (24-bit significand)
 LR, BATCH, ITERS = 0.1, 32, 60

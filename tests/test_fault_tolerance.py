@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from conftest import REPO, TINY, compose_config
-from resnet_repro.checkpoint import load_checkpoint
+from resnet_repro.runs.checkpoint import load_checkpoint
 from resnet_repro.errors import CheckpointError, ReproError
-from resnet_repro.loggers import read_jsonl
-from resnet_repro.loop import Diverged
+from resnet_repro.runs.sinks import read_jsonl
+from resnet_repro.training.loop import Diverged
 from resnet_repro.train import train_from_config
 
 # Long enough to be killed mid-way: 48 iterations, a checkpoint every 4.
@@ -201,7 +201,7 @@ def test_after_falling_back_the_good_checkpoint_survives_the_next_write(tmp_path
 
 
 def test_a_torn_last_checkpoint_that_cannot_be_moved_is_one_clear_error(tmp_path: Path, monkeypatch) -> None:
-    import resnet_repro.rundir as rundir
+    import resnet_repro.runs.rundir as rundir
 
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.pt").write_bytes(b"torn")
@@ -231,7 +231,7 @@ def test_no_readable_checkpoint_stops_and_touches_nothing(tmp_path: Path) -> Non
 
 def nan_loss_at_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
     """The training loss of the `step`-th training step (1-based) becomes nan."""
-    import resnet_repro.engine as engine
+    import resnet_repro.training.step as engine
 
     real, calls = engine.F.cross_entropy, {"n": 0}
 
@@ -258,7 +258,7 @@ def test_a_run_that_fails_after_training_records_why_and_keeps_its_results(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from resnet_repro.cli import main
-    from resnet_repro.runstate import run_state
+    from resnet_repro.runs.state import run_state
 
     nan_loss_at_step(monkeypatch, 7)
     run = tmp_path / "run"
@@ -271,7 +271,7 @@ def test_a_run_that_fails_after_training_records_why_and_keeps_its_results(
 
 
 def test_skipped_steps_allowance_skips_nan_steps_then_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import resnet_repro.engine as engine
+    import resnet_repro.training.step as engine
 
     real, calls = engine.F.cross_entropy, {"n": 0}
 
@@ -292,7 +292,7 @@ def test_skipped_steps_allowance_skips_nan_steps_then_stops(tmp_path: Path, monk
 
 
 def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import resnet_repro.checkpoint as checkpoint
+    import resnet_repro.runs.checkpoint as checkpoint
 
     real, calls = checkpoint.torch.save, {"n": 0}
 
@@ -311,7 +311,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: 
 
 
 def test_an_unwritable_metrics_file_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from resnet_repro.loggers import JsonlSink
+    from resnet_repro.runs.sinks import JsonlSink
 
     def refuse(self, row):
         raise OSError(errno.EACCES, os.strerror(errno.EACCES))

@@ -17,7 +17,7 @@ from resnet_repro.data.imagenet import ImageFolderDataset, ImageNetStream, Itera
 from resnet_repro.data.imagenet_stats import IMAGENET_MEAN, PCA_EIGVAL, PCA_EIGVEC
 from resnet_repro.data.transforms import Lighting, RandomShorterSide, normalization, train_transform
 from resnet_repro.errors import ConfigError, DataError
-from resnet_repro.protocols import (
+from resnet_repro.evaluation.protocols import (
     MULTI_SCALES,
     PROTOCOLS,
     TenCrop,

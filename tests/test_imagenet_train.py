@@ -13,11 +13,11 @@ import torch
 import torchvision
 
 from conftest import REPO, compose_config, write_image_folder
-from resnet_repro.checkpoint import load_checkpoint, save_checkpoint
-from resnet_repro.rundir import LAST
+from resnet_repro.runs.checkpoint import load_checkpoint, save_checkpoint
+from resnet_repro.runs.rundir import LAST
 from resnet_repro.evaluate import evaluate_checkpoint
-from resnet_repro.loggers import read_jsonl, round_floats
-from resnet_repro.config_schema import run_settings
+from resnet_repro.runs.sinks import read_jsonl, round_floats
+from resnet_repro.schema import run_settings
 from resnet_repro.train import train_from_config
 
 

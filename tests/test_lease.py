@@ -19,7 +19,7 @@ from conftest import REPO, compose_config
 from omegaconf import OmegaConf
 
 from resnet_repro.errors import ReproError
-from resnet_repro.rundir import RunLock
+from resnet_repro.runs.rundir import RunLock
 
 # experiments/gpu/lease/: the lease is an experiment's tool, not the library (conftest puts
 # experiments/gpu on the path, as lease.sh does)
@@ -47,7 +47,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf
 from resnet_repro.hydra_entry import register_resolvers
-from resnet_repro.paths import CONF_DIR
+from resnet_repro.config.paths import CONF_DIR
 
 register_resolvers()
 mode, argvs, out_path, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], []
@@ -152,7 +152,7 @@ def test_a_share_of_one_network_still_sweeps_its_seeds(launched: dict) -> None:
 
 def test_max_time_until_a_deadline_is_the_time_left_when_the_job_starts() -> None:
     from resnet_repro.errors import ConfigError
-    from resnet_repro.config_schema import run_settings
+    from resnet_repro.schema import run_settings
 
     now = time.time()
     cfg = compose_config(["+exp=cifar_resnet20", f"trainer.max_time=${{until:{int(now) + 1000}}}"])

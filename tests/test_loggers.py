@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from resnet_repro.errors import ConfigError, ReproError
-from resnet_repro.loggers import (
+from resnet_repro.runs.sinks import (
     JsonlSink,
     MultiSink,
     WandbSink,
@@ -155,7 +155,7 @@ def test_multisink_fans_out_and_closes_all(tmp_path: Path) -> None:
 
 
 def test_loggers_module_does_not_import_wandb() -> None:
-    code = "import sys, resnet_repro.loggers; assert 'wandb' not in sys.modules, 'imported'"
+    code = "import sys, resnet_repro.runs.sinks; assert 'wandb' not in sys.modules, 'imported'"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 

@@ -7,10 +7,10 @@ import torch
 import torchvision
 from torch import nn
 
-from resnet_repro import models as M
-from resnet_repro.blocks import ZeroPadShortcut
-from resnet_repro.grouped_bn import GroupedBatchNorm2d
-from resnet_repro.macs import count_macs
+from resnet_repro.models import resnet as M
+from resnet_repro.models.blocks import ZeroPadShortcut
+from resnet_repro.models.grouped_bn import GroupedBatchNorm2d
+from resnet_repro.models.macs import count_macs
 from resnet_repro.errors import ConfigError
 
 
@@ -280,7 +280,7 @@ def test_grouped_bn_keeps_batchnorm_state_dict_keys() -> None:
 def test_conf_model_files_describe_the_registrys_architectures() -> None:
     from omegaconf import OmegaConf
 
-    from resnet_repro.paths import CONF_DIR
+    from resnet_repro.config.paths import CONF_DIR
 
     files = sorted((CONF_DIR / "model").glob("*.yaml"))
     assert {f.stem for f in files} == set(M.NAMED_MODELS)

@@ -12,13 +12,14 @@ import pytest
 import torch
 
 from conftest import TINY, compose_config
-from resnet_repro import loop, policy
-from resnet_repro.checkpoint import load_checkpoint
+from resnet_repro.training import loop
+from resnet_repro.training import policy
+from resnet_repro.runs.checkpoint import load_checkpoint
 from resnet_repro.errors import ConfigError
-from resnet_repro.loggers import read_jsonl
+from resnet_repro.runs.sinks import read_jsonl
 from resnet_repro.report import build_report
-from resnet_repro.settings import parse_duration
-from resnet_repro.config_schema import run_settings
+from resnet_repro.config.settings import parse_duration
+from resnet_repro.schema import run_settings
 from resnet_repro.train import train_from_config
 
 # TINY: 12 iterations, an evaluation every 6, a checkpoint every 4. Iteration 5 is neither.
@@ -216,7 +217,7 @@ def test_a_checkpoint_from_before_the_precision_history_resumes_with_its_precisi
     fake_cpu()
     run = tmp_path / "run"
     train(run, ["trainer.pause_at=4"])
-    from resnet_repro.checkpoint import load_checkpoint, save_checkpoint
+    from resnet_repro.runs.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     del ckpt["loop"]["precision_history"]  # as a checkpoint written before it existed

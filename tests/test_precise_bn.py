@@ -13,9 +13,9 @@ from torch import nn
 
 from conftest import TINY, compose_config
 from resnet_repro.evaluate import evaluate_checkpoint
-from resnet_repro.grouped_bn import GroupedBatchNorm2d
-from resnet_repro.models import build_resnet
-from resnet_repro.precise_bn import recompute_bn_stats
+from resnet_repro.models.grouped_bn import GroupedBatchNorm2d
+from resnet_repro.models.resnet import build_resnet
+from resnet_repro.training.precise_bn import recompute_bn_stats
 from resnet_repro.train import train_from_config
 
 U32 = 2.0 ** -24  # fp32 unit roundoff

@@ -10,10 +10,10 @@ import torch
 import torchvision
 
 from conftest import SYNTH, TINY_TRAINER, compose_config
-from resnet_repro.checkpoint import load_checkpoint
+from resnet_repro.runs.checkpoint import load_checkpoint
 from resnet_repro.errors import CheckpointError
-from resnet_repro.models import build_model
-from resnet_repro.pretrained import apply_weights, infer_torchvision_model, load_weights
+from resnet_repro.models.resnet import build_model
+from resnet_repro.models.pretrained import apply_weights, infer_torchvision_model, load_weights
 from resnet_repro.train import train_from_config
 
 # Fine-tuning at 64x64 instead of 224 keeps the CPU test fast; the path is the same.
@@ -90,7 +90,7 @@ def _normalised(exp_overrides: list[str]) -> torch.Tensor:
     """What a config's ImageNet normalisation makes of a known uint8 image (pixels 0 and 255)."""
     from resnet_repro.data.build import imagenet_norm
     from resnet_repro.data.transforms import normalization
-    from resnet_repro.config_schema import run_settings
+    from resnet_repro.schema import run_settings
 
     s = run_settings(compose_config(exp_overrides))
     x = torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 2).expand(3, 1, 2)  # [3,1,2]
@@ -110,7 +110,7 @@ def test_imagenet_from_scratch_only_subtracts_the_mean() -> None:
 
 def test_torchvision_weights_run_divides_by_the_std(tmp_path: Path, tv_resnet18: Path) -> None:
     from resnet_repro.errors import ConfigError
-    from resnet_repro.pretrained import check_weights_norm
+    from resnet_repro.models.pretrained import check_weights_norm
 
     start = ["+exp=imagenet_resnet18", "model=torchvision_resnet18", f"model.weights={tv_resnet18}",
              "data.root=/imagenet"]
@@ -205,7 +205,7 @@ def _logit_tolerance(ref: _TheirResNet, x: torch.Tensor) -> tuple[torch.Tensor, 
 
 @pytest.mark.parametrize("n", [1, 3])
 def test_akamaster_layout_gives_their_models_logits_in_ours(n: int) -> None:
-    from resnet_repro.peers import akamaster_model
+    from resnet_repro.models.peers import akamaster_model
 
     ref = _random_their_model(n)
     ours, depth = akamaster_model(_their_file(ref))
@@ -226,7 +226,7 @@ def test_akamaster_layout_gives_their_models_logits_in_ours(n: int) -> None:
 
 def test_a_file_in_another_layout_is_refused_with_one_line(tmp_path: Path) -> None:
     from resnet_repro.evaluate import evaluate_checkpoint
-    from resnet_repro.peers import akamaster_model
+    from resnet_repro.models.peers import akamaster_model
 
     with pytest.raises(CheckpointError, match="not an akamaster"):
         akamaster_model({"state_dict": {"conv1.weight": torch.zeros(1)}})
@@ -265,7 +265,7 @@ def test_akamaster_resnet20_through_our_eval_gives_their_models_logits_and_error
     from resnet_repro.data.build import load_cifar_splits
     from resnet_repro.data.pipeline import eval_batches
     from resnet_repro.evaluate import evaluate_checkpoint
-    from resnet_repro.peers import akamaster_model, peer_data_settings
+    from resnet_repro.models.peers import akamaster_model, peer_data_settings
 
     (path,) = AKAMASTER.glob("resnet20-*.th")
     folder = _jpeg_folder(tmp_path / "cifar", per_class=20)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import TINY, compose_config
-from resnet_repro import policy
+from resnet_repro.training import policy
 from resnet_repro.report import build_report
 from resnet_repro.report.claims import (
     ordering_section,

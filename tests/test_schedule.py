@@ -11,14 +11,14 @@ import torch
 
 from conftest import compose_config
 from resnet_repro.errors import CheckpointError, ConfigError
-from resnet_repro.schedule import (
+from resnet_repro.training.schedule import (
     PlateauSchedule,
     Schedule,
     StepSchedule,
     WarmupUntilError,
     build_schedule,
 )
-from resnet_repro.config_schema import run_settings
+from resnet_repro.schema import run_settings
 
 CIFAR_ITERS = [0, 1, 399, 400, 31999, 32000, 47999, 48000, 63999, 64000]
 

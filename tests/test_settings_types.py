@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from resnet_repro.bench import bench_settings
 from resnet_repro.errors import ConfigError
-from resnet_repro.config_schema import run_settings
+from resnet_repro.schema import run_settings
 from conftest import REPO, compose_config
 
 CONFIGS = {"default": [], "imagenet": ["+exp=imagenet_resnet50", "data.root=/nonexistent"]}

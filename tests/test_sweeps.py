@@ -17,11 +17,11 @@ import torch
 
 from conftest import TINY, cli, compose_config
 from resnet_repro import cli as cli_module
-from resnet_repro.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
+from resnet_repro.runs.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
 from resnet_repro.hydra_entry import job_dir_name, sweep_name
-from resnet_repro.loggers import read_jsonl
-from resnet_repro.rundir import RunLock
-from resnet_repro.runstate import FAILED_FILE, find_run_dirs, run_state
+from resnet_repro.runs.sinks import read_jsonl
+from resnet_repro.runs.rundir import RunLock
+from resnet_repro.runs.state import FAILED_FILE, find_run_dirs, run_state
 from resnet_repro.train import _with_job_device, job_device
 
 SWEEP = ["train", "-m", *TINY]
@@ -222,6 +222,28 @@ def test_a_paused_sweep_resumes_every_job_when_rerun(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("from iteration 2") == 2 and _jobs(tmp_path) == jobs
     assert all(run_state(tmp_path / j).short().startswith("complete (test error") for j in jobs)
+
+
+@pytest.mark.slow
+def test_a_submitit_local_sweep_runs_one_process_per_job_like_the_basic_launcher(tmp_path: Path) -> None:
+    """Hydra's submitit launcher as on SLURM (`submitit_slurm`, experiments/distributed.md), but
+    its local executor: each job in its own process, no cluster. Same job dirs, the same
+    end-of-sweep lines and `status`, and a re-run continues the sweep."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    short = [*SWEEP, "trainer.max_iters=2", "trainer.eval_every=2", "seed=0,1"]
+    r = cli(*short, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    jobs = _jobs(tmp_path)
+    assert len(jobs) == 2 and jobs[0].parent == jobs[1].parent
+    assert all(run_state(tmp_path / j).state == "complete" for j in jobs)
+    assert "2 job(s)" in r.stdout and r.stdout.count(": done") == 2, r.stdout
+    status = cli("status", str(tmp_path / jobs[0].parent), cwd=tmp_path)
+    assert status.returncode == 0 and status.stdout.count("complete") >= 2, status.stdout
+    r = cli(*short, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "trainer.max_iters=4",
+            cwd=tmp_path)  # a longer recipe: both jobs resume from their checkpoints
+    assert r.returncode == 0, r.stderr
+    assert _jobs(tmp_path) == jobs
+    assert all(json.loads((tmp_path / j / "summary.json").read_text())["iterations"] == 4 for j in jobs)
 
 
 @pytest.mark.slow

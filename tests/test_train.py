@@ -11,14 +11,17 @@ import pytest
 import torch
 
 from conftest import TINY, compose_config, write_cifar_folder, train_tiny as train
-from resnet_repro import engine, judge, paper, recipes
-from resnet_repro.checkpoint import load_checkpoint, save_checkpoint
+from resnet_repro import recipes
+from resnet_repro.training import step as engine
+from resnet_repro.paper import judge
+from resnet_repro.paper import numbers as paper
+from resnet_repro.runs.checkpoint import load_checkpoint, save_checkpoint
 from resnet_repro.data.build import load_cifar_splits
-from resnet_repro.paths import CONF_DIR
+from resnet_repro.config.paths import CONF_DIR
 from resnet_repro.evaluate import evaluate_checkpoint
-from resnet_repro.loggers import read_jsonl, round_floats
-from resnet_repro.schedule import build_schedule
-from resnet_repro.config_schema import run_settings
+from resnet_repro.runs.sinks import read_jsonl, round_floats
+from resnet_repro.training.schedule import build_schedule
+from resnet_repro.schema import run_settings
 from resnet_repro.train import train_from_config
 
 EXPS = sorted(p.stem for p in (CONF_DIR / "exp").glob("*.yaml"))
@@ -212,11 +215,11 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path: Path, mo
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr("resnet_repro.loop.train_step", crash_at_10)
+    monkeypatch.setattr("resnet_repro.training.loop.train_step", crash_at_10)
     with pytest.raises(KeyboardInterrupt):
         train(tmp_path / "run", over)
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["meta"]["iteration"] == 8
-    monkeypatch.setattr("resnet_repro.loop.train_step", real_step)
+    monkeypatch.setattr("resnet_repro.training.loop.train_step", real_step)
     resumed = train(tmp_path / "run", over)  # re-running into the run dir continues it
 
     strip = lambda rows: [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]  # noqa: E731

@@ -14,7 +14,7 @@ import torch
 
 from conftest import TINY, cli, compose_config, train_tiny
 from resnet_repro.errors import ConfigError, ReproError
-from resnet_repro.config_schema import run_settings
+from resnet_repro.schema import run_settings
 
 
 def _files(root: Path) -> dict[str, str]:
@@ -130,7 +130,7 @@ def test_resume_with_a_sweep_or_another_run_dir_is_refused_in_one_line(finished:
 
 
 def test_an_akamaster_file_as_starting_weights_says_what_it_is_for(tmp_path: Path) -> None:
-    from resnet_repro.pretrained import check_weights_norm
+    from resnet_repro.models.pretrained import check_weights_norm
 
     path = tmp_path / "resnet20-x.th"
     torch.save({"state_dict": {"module.conv1.weight": torch.zeros(16, 3, 3, 3),
@@ -172,7 +172,7 @@ def test_peers_that_cannot_find_their_data_warn_on_the_console_and_data_root_fix
             raise ReproError(f"data.root {d.root} not found")
         return {"model": "cifar_resnet20", "err": 19.0}
 
-    monkeypatch.setattr("resnet_repro.peers.evaluate_peer", evaluate_peer)
+    monkeypatch.setattr("resnet_repro.models.peers.evaluate_peer", evaluate_peer)
     measured, notes = build._measure_peers(peers, [run], "cpu", tmp_path)
     assert measured == [] and len(notes) == 1
     err = capsys.readouterr().err
@@ -193,7 +193,7 @@ def test_report_data_root_without_peers_is_refused(finished: Path) -> None:
 
 
 def test_the_papers_training_set_is_50000_images_whatever_the_run_held_out() -> None:
-    from resnet_repro import judge
+    from resnet_repro.paper import judge
     from resnet_repro.recipes import reference
 
     ref = reference("cifar_resnet20")
@@ -275,7 +275,7 @@ def test_a_paused_plain_prefix_is_not_called_absent(tmp_path: Path) -> None:
 def test_wandb_prints_our_one_line_and_none_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         capfd: pytest.CaptureFixture) -> None:
     pytest.importorskip("wandb")
-    from resnet_repro.loggers import WandbSink
+    from resnet_repro.runs.sinks import WandbSink
 
     monkeypatch.delenv("WANDB_SILENT", raising=False)  # as a user's shell has it
     sink = WandbSink("resnet-test", tmp_path, {"lr": 0.1}, mode="offline")
@@ -291,7 +291,7 @@ def test_wandb_prints_our_one_line_and_none_of_its_own(tmp_path: Path, monkeypat
 @pytest.mark.parametrize("seconds, text", [(0, "0s"), (42.4, "42s"), (59.6, "1m"), (300, "5m"),
                                            (3599, "1h00m"), (3900, "1h05m"), (27047, "7h31m")])
 def test_durations_carry_their_units(seconds: float, text: str) -> None:
-    from resnet_repro.units import duration
+    from resnet_repro.runs.units import duration
 
     assert duration(seconds) == text
 

@@ -4,7 +4,7 @@ identity. Shared by `train`, `eval`, `bench` and `analyze`, so all see the ident
 
 CIFAR-style sources (cifar10, cifar10_folder, synthetic) keep every split in memory as uint8
 tensors (pipeline.py). ImageNet reads JPEG folders (imagenet.py). The training stream and the
-evaluation a run uses are assembled above this package, in `resnet_repro.training_data`.
+evaluation a run uses are assembled above this package, in `resnet_repro.training.inputs`.
 """
 
 from __future__ import annotations

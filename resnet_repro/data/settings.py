@@ -1,5 +1,5 @@
 """The data settings (`data.*`) and the names of the sources, without torch: the config schema
-(`resnet_repro.settings`) is built from them before any command imports torch."""
+(`resnet_repro.config.settings`) is built from them before any command imports torch."""
 
 from __future__ import annotations
 

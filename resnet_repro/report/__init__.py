@@ -4,7 +4,7 @@ Reads every run under the given directories (a run dir is one with `summary.json
 `metrics.jsonl` or a checkpoint but no summary is an unfinished run, listed as incomplete),
 folds copies of one run into one (same content: recipe, seed, data fingerprint, weights digest),
 groups the runs by experiment name, data set, recipe (every setting that changes what is
-learned: resnet_repro/judge.py) and training precision (never averaged across), counts seeds
+learned: resnet_repro/paper/judge.py) and training precision (never averaged across), counts seeds
 (two runs of one seed are one seed), and writes into `--out` (default `./report`: the run
 directories are only read, never written):
 
@@ -21,7 +21,7 @@ when its runs followed the paper row's recipe (its exp with no overrides) on the
 else "not the paper's recipe: <each difference>"; on the JPEG copy, the gap and "no verdict".
 The verdict compares our mean of n runs with the paper's number (a mean of n_paper runs) within
 band = 2 * sigma * sqrt(1/n + 1/n_paper): "reproduced", "better than the paper" (below the
-band) or "worse than the paper" (above). The rule and the arithmetic: resnet_repro/judge.py.
+band) or "worse than the paper" (above). The rule and the arithmetic: resnet_repro/paper/judge.py.
 """
 
 from resnet_repro.report.build import Report, build_report, cli_main

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resnet_repro import judge, paper
+from resnet_repro.paper import judge
+from resnet_repro.paper import numbers as paper
 from resnet_repro.errors import ConfigError, ReproError
 from resnet_repro.report.claims import ordering_section, precision_section, warmup_section
 from resnet_repro.report.collect import Incomplete, Run, data_label, find_runs, runs_from_wandb
-from resnet_repro.runstate import display_path
+from resnet_repro.runs.state import display_path
 from resnet_repro.report.compare import fold_copies, group_runs, same_seed_notes
 from resnet_repro.report.figures import add_layer_responses, figure7_section, figure_sections
 from resnet_repro.report.tables import (
@@ -42,7 +43,7 @@ class Report:
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    from resnet_repro.rundir import write_text_atomic
+    from resnet_repro.runs.rundir import write_text_atomic
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
@@ -96,10 +97,10 @@ def _measure_peers(peers_dir: Path, runs: Sequence[Run], device: str, out_dir: P
     import torch
 
     from resnet_repro.errors import ReproError
-    from resnet_repro.loggers import write_json_atomic
-    from resnet_repro.peers import evaluate_peer
-    from resnet_repro.policy import resolve_device
-    from resnet_repro.config_schema import run_settings
+    from resnet_repro.runs.sinks import write_json_atomic
+    from resnet_repro.models.peers import evaluate_peer
+    from resnet_repro.training.policy import resolve_device
+    from resnet_repro.schema import run_settings
 
     files = sorted(p for p in peers_dir.glob("*.th")) if peers_dir.is_dir() else []
     if not files:
@@ -201,7 +202,7 @@ def build_report(
     ]
     markdown = "\n".join(line for s in sections for line in s.markdown).rstrip() + "\n"
 
-    from resnet_repro.rundir import write_text_atomic
+    from resnet_repro.runs.rundir import write_text_atomic
 
     write_text_atomic(out_dir / "report.md", markdown)
     _write_csv(out_dir / "results.csv", [r for s in sections for r in s.csv_rows])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from resnet_repro.report.collect import Run, data_label, number
-from resnet_repro.runstate import display_path
+from resnet_repro.runs.state import display_path
 from resnet_repro.report.compare import Group, mean_curve, points
 from resnet_repro.report.tables import fmt, md_table
 
@@ -282,7 +282,7 @@ def precision_comparisons(runs: Sequence[Run]) -> list[PrecisionComparison]:
     return out
 
 
-# The words of resnet_repro/policy.py's precision reason on a CPU without native bf16 (kept
+# The words of resnet_repro/training/policy.py's precision reason on a CPU without native bf16 (kept
 # here without importing torch; tests/test_report_claims.py ties the two).
 NO_NATIVE_BF16 = "without native bf16"
 

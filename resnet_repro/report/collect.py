@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
 
-from resnet_repro import judge, paper
+from resnet_repro.paper import judge
+from resnet_repro.paper import numbers as paper
 from resnet_repro.errors import ReproError
-from resnet_repro.loggers import read_jsonl
-from resnet_repro.runstate import FAILED_FILE, find_run_dirs, not_final_weights, read_config, run_state, summary_status
+from resnet_repro.runs.sinks import read_jsonl
+from resnet_repro.runs.state import FAILED_FILE, find_run_dirs, not_final_weights, read_config, run_state, summary_status
 
 # The ImageNet tables' protocols (§3.4): 10-crop for Tables 2 and 3, multi-scale for Table 4.
 # `eval` writes `<run>/eval_<protocol>.json` for the final weights ({"protocol", "err": top-1 %,
@@ -23,7 +24,7 @@ from resnet_repro.runstate import FAILED_FILE, find_run_dirs, not_final_weights,
 # the default. Only evaluations of the final weights count (the default BN kind first); the
 # others are listed as not judged or not shown.
 EVAL_GLOB = "eval_*.json"
-from resnet_repro.protocol_names import PROTOCOLS as EVAL_PROTOCOLS  # noqa: E402
+from resnet_repro.evaluation.names import PROTOCOLS as EVAL_PROTOCOLS  # noqa: E402
 EVAL_MISSING = "missing (run `eval protocol=all`)"
 MISSING = "missing"
 
@@ -53,7 +54,7 @@ def recipe_of_config(config: dict[str, Any] | None) -> tuple[judge.Recipe | None
     """(recipe, None) from a run's resolved config (config.yaml or a W&B run's config), or
     (None, why) when there is none or it no longer makes valid settings."""
     from resnet_repro.errors import ReproError
-    from resnet_repro.config_schema import run_settings
+    from resnet_repro.schema import run_settings
 
     if not config:
         return None, "no config.yaml"
@@ -160,7 +161,7 @@ def resume_hint(run_dir: str | Path) -> str:
     """How an unfinished run goes on: from its checkpoint, or, for a copied record (summary and
     curves without checkpoints, as committed under experiments/results/), from where the
     checkpoint is; a resume here would have nothing to load."""
-    from resnet_repro.rundir import LAST, PREV
+    from resnet_repro.runs.rundir import LAST, PREV
 
     if any((Path(run_dir) / p).is_file() for p in (LAST, PREV)):
         return f"`train resume={run_dir}` continues it"
@@ -274,7 +275,7 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Incomplete]]
 
 
 def runs_from_wandb(project: str) -> tuple[list[Run], list[Incomplete]]:
-    from resnet_repro.wandb_runs import fetch_runs
+    from resnet_repro.runs.wandb_history import fetch_runs
 
     runs: list[Run] = []
     incomplete: list[Incomplete] = []

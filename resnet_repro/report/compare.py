@@ -1,6 +1,6 @@
 """Judging runs against the paper: runs grouped by exp, data and recipe (never pooled across
 architectures), their statistics (mean, sample std, best) and the verdict of each group against
-the paper row (the rule itself is `resnet_repro.judge`, shared with W&B)."""
+the paper row (the rule itself is `resnet_repro.paper.judge`, shared with W&B)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from resnet_repro import judge
+from resnet_repro.paper import judge
 from resnet_repro.report.collect import Run, data_label, number
-from resnet_repro.runstate import display_path
+from resnet_repro.runs.state import display_path
 
 PAPER_RECIPE = "paper"
 
@@ -147,7 +147,7 @@ def stats(values: Sequence[float]) -> Stats | None:
 def judge_group(row: str, g: Group, s: Stats | None, paper_value: float, n_paper: int,
                 sigma: float, reference: judge.Recipe | None) -> tuple[str, float | None, str]:
     """(verdict, band, recipe) of group `g` against paper row `row`, whose recipe is
-    `reference`: a verdict only for the row's recipe on the paper's data (resnet_repro/judge.py);
+    `reference`: a verdict only for the row's recipe on the paper's data (resnet_repro/paper/judge.py);
     "no verdict: <why>" for the recipe on the JPEG copy; else "not the paper's recipe: <what>"."""
     j = g.judgement(row, reference)
     if not j.follows:

@@ -20,7 +20,7 @@ from typing import Any
 from resnet_repro.atomic import atomic_write
 from resnet_repro.errors import ReproError
 from resnet_repro.report.collect import Run, data_label
-from resnet_repro.runstate import display_path
+from resnet_repro.runs.state import display_path
 from resnet_repro.report.compare import Group, mean_curve
 from resnet_repro.report.tables import Section, fmt, md_table
 

@@ -8,10 +8,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from resnet_repro import judge, paper
-from resnet_repro.archs import NAMED_MODELS
+from resnet_repro.paper import judge
+from resnet_repro.paper import numbers as paper
+from resnet_repro.config.archs import NAMED_MODELS
 from resnet_repro.report.collect import EVAL_GLOB, EVAL_MISSING, MISSING, Incomplete, Run, data_label, number
-from resnet_repro.runstate import display_path
+from resnet_repro.runs.state import display_path
 from resnet_repro.report.compare import PAPER_RECIPE, Group, Stats, final_train_err, judge_group, stats
 
 # band: the half-width of the "reproduced" band; recipe: "paper" or how the runs' recipe differs;

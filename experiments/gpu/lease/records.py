@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from resnet_repro import runstate
+from resnet_repro.runs import state as runstate
 from resnet_repro.errors import ReproError
 from lease.machine import environment
 from lease.settings import SWEEP_EXP, LeaseSettings
-from resnet_repro.rundir import CONFIG_FILE
+from resnet_repro.runs.rundir import CONFIG_FILE
 
 # Run files that `collect` packs (checkpoints stay behind).
 RUN_FILES = ("summary.json", "metrics.jsonl", CONFIG_FILE, runstate.FAILED_FILE, ".hydra/overrides.yaml")

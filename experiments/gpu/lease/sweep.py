@@ -13,7 +13,7 @@ from typing import Any
 from resnet_repro.errors import ReproError
 from lease.machine import _now
 from lease.settings import SWEEP_EXP, LeaseSettings, _csv
-from resnet_repro.paths import CONF_DIR
+from resnet_repro.config.paths import CONF_DIR
 
 # Below this many seconds of training time, the sweep is not started.
 MIN_TRAIN_S = 60

@@ -7,7 +7,6 @@ without a host synchronisation every iteration; the loop reads them at log steps
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -129,24 +128,3 @@ def train_step(
     with torch.no_grad():
         wrong = (logits.argmax(1) != y).sum()
     return loss.detach() * y.shape[0], wrong
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
-    """Top-1 error and mean cross-entropy over all batches, in eval mode (BN running stats).
-
-    Returns {"err": fraction wrong, "loss": mean loss, "n": images}; restores train mode."""
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    wrong = 0
-    n = 0
-    for x, y in batches:
-        logits = model(x).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").double().cpu()
-        wrong += int((logits.argmax(1) != y).sum())
-        n += y.shape[0]
-    model.train(was_training)
-    if n == 0:
-        return {"err": float("nan"), "loss": float("nan"), "n": 0}
-    return {"err": wrong / n, "loss": float(loss_sum) / n, "n": n}

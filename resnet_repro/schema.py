@@ -1,4 +1,4 @@
-"""The config's schema: each settings dataclass (settings.py) as a Hydra structured config.
+"""The config's schema: each settings dataclass (config/settings.py) as a Hydra structured config.
 
 `register_schemas` puts them in Hydra's ConfigStore; conf/config.yaml and conf/eval.yaml list
 them first in their defaults, so composition itself refuses a setting of the wrong type or an
@@ -17,11 +17,12 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
-from resnet_repro.archs import Arch
+from resnet_repro.config.archs import Arch
 from resnet_repro.data.settings import DataSettings
 from resnet_repro.errors import ConfigError
-from resnet_repro.schedule import build_schedule
-from resnet_repro.settings import (
+from resnet_repro.training.schedule import build_schedule
+from resnet_repro.config.settings import (
+    COMPILE_MODES,
     WANDB_MODES,
     BenchSettings,
     EvalSettings,
@@ -218,8 +219,7 @@ def validated(values: dict[str, Any] | DictConfig, schema: type = RunSchema, pre
 def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
     """Check a composed config (or a checkpoint's saved one) and turn it into typed settings:
     types and keys by the schema, then ranges and cross-field rules (one clear error each)."""
-    from resnet_repro.models import validate_arch
-    from resnet_repro.policy import COMPILE_MODES
+    from resnet_repro.models.resnet import validate_arch
 
     c: dict[str, Any] = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     # The schema fills in a missing setting's default, never a missing section: a partial config

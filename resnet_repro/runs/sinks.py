@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from resnet_repro.atomic import atomic_write
 from resnet_repro.errors import ConfigError
-from resnet_repro.settings import WANDB_MODES
+from resnet_repro.config.settings import WANDB_MODES
 SECRET_MARKERS = ("api_key", "apikey", "token", "secret", "password", "passwd", "credential")
 
 
@@ -75,7 +75,7 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write a record as JSON via a temp file + rename (readers never see half a summary.json),
     floats rounded to RECORD_DIGITS significant digits. A failed write (full disk, no permission,
     a file where a folder should be) is a `ReproError`: one line, the old file intact."""
-    from resnet_repro.rundir import write_text_atomic
+    from resnet_repro.runs.rundir import write_text_atomic
 
     text = json.dumps(round_floats(to_plain(obj)), indent=2, allow_nan=False) + "\n"
     write_text_atomic(Path(path), text)

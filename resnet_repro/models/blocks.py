@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from resnet_repro.archs import BottleneckStride, Shortcut
+from resnet_repro.config.archs import BottleneckStride, Shortcut
 from resnet_repro.errors import ConfigError
-from resnet_repro.grouped_bn import NormFactory
+from resnet_repro.models.grouped_bn import NormFactory
 
 # --------------------------------------------------------------------------------------
 # Shortcuts (§3.3)

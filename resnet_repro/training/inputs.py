@@ -1,6 +1,6 @@
 """What a run trains on and is judged by: the training stream of its data source, indexed by
 iteration, and the evaluation of its held-out and test splits (CIFAR: in-memory batches through
-`engine.evaluate`; ImageNet: the centre-crop protocol of `protocols`). Sits above `data/`
+`evaluation.metrics.evaluate`; ImageNet: the centre-crop protocol of `protocols`). Sits above `data/`
 (sources, pipelines, transforms) and `protocols`, which never import it; `train`/`bench` use it.
 """
 
@@ -17,8 +17,8 @@ from torch import nn
 from resnet_repro.data.build import CifarSplits, imagenet_norm, load_cifar_splits, names_fingerprint
 from resnet_repro.data.settings import DataSettings
 from resnet_repro.data.pipeline import TrainStream, eval_batches, to_device
-from resnet_repro.distributed import all_reduce_sum
-from resnet_repro.engine import evaluate
+from resnet_repro.training.distributed import all_reduce_sum
+from resnet_repro.evaluation.metrics import evaluate
 from resnet_repro.errors import ConfigError
 
 
@@ -58,7 +58,7 @@ def _cifar_evaluate(splits: CifarSplits, settings: DataSettings, batch_size: int
 def _imagenet_data(settings: DataSettings, seed: int, batch_size: int, eval_batch_size: int, device, world):
     from resnet_repro.data.image_files import scan_image_folder
     from resnet_repro.data.imagenet import ImageNetStream
-    from resnet_repro.protocols import evaluate_protocol, finalize
+    from resnet_repro.evaluation.protocols import evaluate_protocol, finalize
 
     if not settings.root:
         raise ConfigError("data=imagenet needs data.root=<folder with train/ and val/>")

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from resnet_repro.checkpoint import FORMAT, load_checkpoint
+from resnet_repro.runs.checkpoint import FORMAT, load_checkpoint
 from resnet_repro.errors import CheckpointError, ConfigError
-from resnet_repro.archs import IMAGENET_LAYERS
+from resnet_repro.config.archs import IMAGENET_LAYERS
 
 StateDict = dict[str, torch.Tensor]
 
@@ -35,7 +35,7 @@ def check_weights_norm(path: str | Path, data_norm: str) -> None:
     trained: per-channel mean AND std (`data.norm=imagenet`). Our from-scratch default subtracts
     the mean only (§3.4), which would feed those weights inputs about 4.4x larger than they
     expect (1 / 0.226). Our own checkpoints are not checked: they carry their own config."""
-    from resnet_repro.peers import is_akamaster
+    from resnet_repro.models.peers import is_akamaster
 
     obj = load_checkpoint(path, any_state_dict=True)
     if is_akamaster(obj):

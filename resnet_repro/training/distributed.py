@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from resnet_repro.errors import ConfigError
-from resnet_repro.settings import ModelSettings, TrainerSettings
+from resnet_repro.config.settings import ModelSettings, TrainerSettings
 
 
 @dataclass(frozen=True)

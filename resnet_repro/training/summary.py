@@ -6,18 +6,18 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any, Protocol
 
-from resnet_repro.engine import precision
-from resnet_repro.provenance import environment, peak_memory, weights_digest
+from resnet_repro.training.step import precision
+from resnet_repro.runs.provenance import environment, peak_memory, weights_digest
 
 
 class Summarised(Protocol):
     """What a summary is read from: the training loop (`loop.Trainer`) at an iteration. Named
     here, not imported, so that this module stays below the loop that calls it."""
 
-    state: Any  # loop_state.LoopState
+    state: Any  # training.state.LoopState
     tr: Any  # settings.TrainerSettings
     settings: Any  # settings.RunSettings
-    data: Any  # training_data.TrainingData
+    data: Any  # training.inputs.TrainingData
     last_eval: dict[str, float]
     pause_reason: str | None
     warmup: Any  # schedule.WarmupUntilError, or None

@@ -87,8 +87,8 @@ def akamaster_state_dict(obj: dict[str, Any], path: str | Path = "weights") -> t
 
 def akamaster_model(obj: dict[str, Any], path: str | Path = "weights"):
     """Our CIFAR ResNet (option A) holding an akamaster file's weights, in eval mode."""
-    from resnet_repro.archs import Arch
-    from resnet_repro.models import build_from_arch
+    from resnet_repro.config.archs import Arch
+    from resnet_repro.models.resnet import build_from_arch
 
     depth, sd = akamaster_state_dict(obj, path)
     classes = sd["fc.weight"].shape[0]
@@ -120,10 +120,10 @@ def evaluate_peer(path: str | Path, data, device: torch.device, batch_size: int 
     the file's own normalisation replaces the run's)."""
     from dataclasses import replace
 
-    from resnet_repro.checkpoint import load_checkpoint
+    from resnet_repro.runs.checkpoint import load_checkpoint
     from resnet_repro.data.build import load_cifar_splits
     from resnet_repro.data.pipeline import eval_batches
-    from resnet_repro.engine import evaluate
+    from resnet_repro.evaluation.metrics import evaluate
 
     obj = load_checkpoint(path, any_state_dict=True)
     model, depth = akamaster_model(obj, path)

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnet_repro import distributed
-from resnet_repro.checkpoint import (
+from resnet_repro.training import distributed
+from resnet_repro.runs.checkpoint import (
     check_compatible,
     check_same_data,
     checkpoint_meta,
@@ -30,25 +30,25 @@ from resnet_repro.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from resnet_repro.training_data import TrainingData, build_training_data
-from resnet_repro.distributed import World, all_reduce_sum, per_process_batch
-from resnet_repro.engine import make_sgd, set_tf32, train_step
-from resnet_repro.engine import precision as computed_in
-from resnet_repro.units import duration
+from resnet_repro.training.inputs import TrainingData, build_training_data
+from resnet_repro.training.distributed import World, all_reduce_sum, per_process_batch
+from resnet_repro.training.step import make_sgd, set_tf32, train_step
+from resnet_repro.training.step import precision as computed_in
+from resnet_repro.runs.units import duration
 from resnet_repro.errors import ReproError
-from resnet_repro import judge
-from resnet_repro.loggers import MetricsSink, round_floats, run_sinks, write_json_atomic
-from resnet_repro.archs import input_size
-from resnet_repro.macs import count_macs, count_params
-from resnet_repro.pretrained import set_train_mode
-from resnet_repro.provenance import git_commit
-from resnet_repro.rundir import LAST, PREV, set_aside_unreadable_last
-from resnet_repro.schedule import WarmupUntilError, build_schedule
-from resnet_repro.loop_state import LoopState, StopSignal
-from resnet_repro.policy import Precision, compile_mode, emulated_bf16_note, resolve_precision
-from resnet_repro.run_summary import run_summary
-from resnet_repro.training_model import make_model, wrap_for_training
-from resnet_repro.settings import RunSettings
+from resnet_repro.paper import judge
+from resnet_repro.runs.sinks import MetricsSink, round_floats, run_sinks, write_json_atomic
+from resnet_repro.config.archs import input_size
+from resnet_repro.models.macs import count_macs, count_params
+from resnet_repro.models.pretrained import set_train_mode
+from resnet_repro.runs.provenance import git_commit
+from resnet_repro.runs.rundir import LAST, PREV, set_aside_unreadable_last
+from resnet_repro.training.schedule import WarmupUntilError, build_schedule
+from resnet_repro.training.state import LoopState, StopSignal
+from resnet_repro.training.policy import Precision, compile_mode, emulated_bf16_note, resolve_precision
+from resnet_repro.training.summary import run_summary
+from resnet_repro.training.model import make_model, wrap_for_training
+from resnet_repro.config.settings import RunSettings
 
 _clock = time.perf_counter  # the loop's clock (a test replaces it with a fake one)
 

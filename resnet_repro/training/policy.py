@@ -153,7 +153,6 @@ def resolve_device(device: str, key: str = "trainer.device") -> torch.device:
     return dev
 
 
-COMPILE_MODES = ("auto", "off", "false", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def compile_mode(setting: str, device: torch.device) -> str | None:

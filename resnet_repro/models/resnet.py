@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from resnet_repro.archs import (
+from resnet_repro.config.archs import (
     BOTTLENECK_STRIDES,
     CIFAR_WIDTHS,
     IMAGENET_LAYERS,
@@ -33,7 +33,7 @@ from resnet_repro.archs import (
     Shortcut,
     get_arch,
 )
-from resnet_repro.blocks import (
+from resnet_repro.models.blocks import (
     BLOCKS,
     BasicBlock,
     Bottleneck,
@@ -41,7 +41,7 @@ from resnet_repro.blocks import (
     conv3x3,
 )
 from resnet_repro.errors import ConfigError
-from resnet_repro.grouped_bn import _check_group_size, _norm_factory
+from resnet_repro.models.grouped_bn import _check_group_size, _norm_factory
 
 
 # --------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import torch
 
 from resnet_repro.atomic import atomic_write
 from resnet_repro.errors import CheckpointError
-from resnet_repro.rundir import LAST, PREV
+from resnet_repro.runs.rundir import LAST, PREV
 
 FORMAT = "resnet_repro/1"
 

@@ -2,4 +2,4 @@
 
 from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # resnet_repro/config/paths.py -> the repo root

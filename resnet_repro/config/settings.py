@@ -1,7 +1,7 @@
 """Typed settings of a run, built from the Hydra config in one place.
 
-The dataclasses below are also the config's schema (`config_schema.py`): Hydra checks types and
-keys at composition, and `config_schema.run_settings(cfg)` adds only what a schema cannot say:
+The dataclasses below are also the config's schema (`resnet_repro/schema.py`): Hydra checks types and
+keys at composition, and `schema.run_settings(cfg)` adds only what a schema cannot say:
 value ranges and the rules that tie settings together (a BN group must divide the batch, a
 plateau needs a holdout, ...). This module imports no other config module: the schema and the
 parse sit above it.
@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 
-from resnet_repro.archs import Arch, names_after_network
+from resnet_repro.config.archs import Arch, names_after_network
 from resnet_repro.data.settings import DataSettings
 from resnet_repro.errors import ConfigError
 
@@ -75,6 +75,8 @@ class TrainerSettings:
         return parse_duration(self.max_time, "trainer.max_time")
 
 
+# trainer.compile: torch.compile modes, or auto/off (training/policy.py resolves them)
+COMPILE_MODES = ("auto", "off", "false", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 WANDB_MODES = ("online", "offline", "disabled")  # logger.mode: W&B's own modes
 
 

@@ -53,9 +53,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from resnet_repro import paper
-from resnet_repro.archs import NAMED_MODELS
-from resnet_repro.runstate import summary_status
+from resnet_repro.paper import numbers as paper
+from resnet_repro.config.archs import NAMED_MODELS
+from resnet_repro.runs.state import summary_status
 
 K = 2.0  # band half-width in standard deviations of (ours mean - paper)
 SIGMA_CIFAR = paper.TABLE6_RESNET110_MEAN_STD[1]  # 0.16: Table 6, ResNet-110 over 5 runs

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resnet_repro.units import duration
+from resnet_repro.runs.units import duration
 from resnet_repro.errors import ReproError
-from resnet_repro.rundir import CONFIG_FILE, LAST, PREV
+from resnet_repro.runs.rundir import CONFIG_FILE, LAST, PREV
 
 FAILED_FILE = "failed.json"  # written by the train entry when an attempt fails (train._record_failure)
 RUN_MARKERS = ("summary.json", "metrics.jsonl", FAILED_FILE, CONFIG_FILE, ".lock")
@@ -162,7 +162,7 @@ def checkpoint_iteration(run_dir: Path) -> int | None:
 
 
 def _rate(run_dir: Path) -> tuple[float | None, int | None]:
-    from resnet_repro.loggers import read_jsonl
+    from resnet_repro.runs.sinks import read_jsonl
 
     metrics = run_dir / "metrics.jsonl"
     rows = read_jsonl(metrics) if metrics.is_file() else []

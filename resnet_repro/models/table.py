@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from resnet_repro import paper
-from resnet_repro.macs import count_macs, count_params
-from resnet_repro.archs import NAMED_MODELS, Arch, input_size
-from resnet_repro.models import build_meta
+from resnet_repro.paper import numbers as paper
+from resnet_repro.models.macs import count_macs, count_params
+from resnet_repro.config.archs import NAMED_MODELS, Arch, input_size
+from resnet_repro.models.resnet import build_meta
 
 
 def model_rows(names: list[str] | None = None) -> list[dict]:

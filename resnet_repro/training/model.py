@@ -8,12 +8,12 @@ import warnings
 import torch
 from torch import nn
 
-from resnet_repro.distributed import World
-from resnet_repro.engine import maybe_compile
-from resnet_repro.models import build_from_arch
-from resnet_repro.policy import use_channels_last
-from resnet_repro.pretrained import apply_weights, freeze_backbone, load_weights
-from resnet_repro.settings import RunSettings
+from resnet_repro.training.distributed import World
+from resnet_repro.training.step import maybe_compile
+from resnet_repro.models.resnet import build_from_arch
+from resnet_repro.training.policy import use_channels_last
+from resnet_repro.models.pretrained import apply_weights, freeze_backbone, load_weights
+from resnet_repro.config.settings import RunSettings
 
 
 def make_model(settings: RunSettings, device: torch.device, world: World, channels_last: bool | None = None) -> nn.Module:

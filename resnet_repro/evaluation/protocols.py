@@ -32,7 +32,7 @@ from resnet_repro.data.device_input import BytesDataset, collate_bytes, decode_a
 from resnet_repro.data.imagenet import ImageFolderDataset, iterate_loader, loader_generator
 from resnet_repro.data.transforms import Normalization, center_crop_transform, normalization
 from resnet_repro.errors import ConfigError, DataError
-from resnet_repro.protocol_names import PROTOCOLS
+from resnet_repro.evaluation.names import PROTOCOLS
 
 RESIZE = 256  # §3.4 / AlexNet: test images are resized to shorter side 256 before cropping
 CROP = 224
