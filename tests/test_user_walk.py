@@ -284,6 +284,7 @@ def test_wandb_prints_our_one_line_and_none_of_its_own(tmp_path: Path, monkeypat
     out, err = capfd.readouterr()
     both = out + err
     assert "wandb online" not in both and "WANDB_MODE" not in both and "Find logs at" not in both
+    assert "wandb:" not in both  # not a line of W&B's own (its warnings included)
     assert f"W&B: offline run in {tmp_path.absolute() / 'wandb'}; upload with: wandb sync " in out
     assert out.rstrip().endswith("/offline-run-*")
 

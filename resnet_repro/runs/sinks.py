@@ -236,7 +236,8 @@ class WandbSink:
             teardown = getattr(self._wandb, "teardown", None)
             if teardown is not None:
                 teardown()
-            print(wandb_hint(self._mode, self._dir, getattr(self._run, "url", None)))
+            # (an offline run's url property prints a warning of W&B's own: asked online only)
+            print(wandb_hint(self._mode, self._dir, getattr(self._run, "url", None) if self._mode == "online" else None))
 
 
 def wandb_hint(mode: str, run_dir: Path, url: str | None) -> str:
