@@ -104,6 +104,16 @@ def test_depths_trained_in_other_precisions_are_compared_using_each_depths_furth
     assert p.gaps == [5.0, -2.0, -5.0, -5.0]
 
 
+def test_two_finished_depths_are_compared_by_final_test_error_and_prefixes_are_not() -> None:
+    r20 = _run("cifar_resnet20", 20, True, {100: 70.0, 200: 60.0}, status="complete", test_err=12.30)
+    r56 = _run("cifar_resnet56", 56, True, {100: 75.0, 200: 58.0}, status="complete", test_err=11.05)
+    (p,) = orderings(group_runs([r20, r56]))
+    assert "Finished: final test error ResNet-56 11.05% vs ResNet-20 12.30%, ResNet-56 lower by 1.25 points." in p.line()
+    paused = _run("cifar_resnet56", 56, True, {100: 75.0, 200: 58.0}, test_err=20.0)  # status "paused"
+    (p,) = orderings(group_runs([r20, paused]))
+    assert "Finished" not in p.line()
+
+
 def test_a_pair_with_a_warmup_run_says_so() -> None:
     r20 = _run("cifar_resnet20", 20, True, {100: 70.0, 200: 60.0})
     (p,) = orderings(group_runs([r20, _warm({100: 80.0, 200: 75.0}, switch=100)]))

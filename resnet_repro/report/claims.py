@@ -130,7 +130,23 @@ class Ordering:
         return (f"- {d} vs {s} ({data_label(self.deep.data)}, {prec}), iterations "
                 f"{self.iters[0]:,}-{self.iters[-1]:,}: {d}'s training error is higher at {self.higher} of {n} "
                 f"logged points, lower at {sum(g < 0 for g in self.gaps)}; mean gap {statistics.fmean(self.gaps):+.2f} "
-                f"points, {statistics.fmean(self.gaps[-max(1, n // 5):]):+.2f} over the last fifth. {claim}")
+                f"points, {statistics.fmean(self.gaps[-max(1, n // 5):]):+.2f} over the last fifth."
+                f"{self.finished()} {claim}")
+
+    def finished(self) -> str:
+        """Once both nets have finished the recipe: their final test errors (the paper's Table 6
+        claim for ResNets; for plain nets Figure 6 only), each the mean over its finished seeds."""
+        ends = []
+        for g in (self.deep, self.shallow):
+            errs = g.per_seed(lambda r: number(r.summary.get("test_err")) if r.summary.get("status") == "complete"
+                              else None)
+            if not errs:
+                return ""
+            ends.append((g.label, statistics.fmean(errs), len(errs)))
+        (d, ed, nd), (s, es, ns) = ends
+        seeds = "" if nd == ns == 1 else f" (means over {nd} and {ns} seeds)"
+        return (f" Finished: final test error {d} {ed:.2f}% vs {s} {es:.2f}%, {d} "
+                f"{'lower' if ed < es else 'higher' if ed > es else 'equal'} by {abs(ed - es):.2f} points{seeds}.")
 
 
 def _furthest(groups: Sequence[Group]) -> list[Group]:
