@@ -163,7 +163,7 @@ class Before:
 def snapshot(path: Path) -> Before:
     from resnet_repro.runs.rundir import read_folder
 
-    path = path.absolute()
+    path = _key(path)
     if path.is_dir():
         return Before(path, True, frozenset(p.name for p in path.iterdir()), None, read_folder(path / HYDRA_RECORD))
     top = path
@@ -177,8 +177,13 @@ _BEFORE: dict[Path, Before] = {}  # recorded by RunDirGuard.on_run_start, read b
 _SWEEP: dict[str, Any] = {}  # this process's multirun: its sweep dir
 
 
+def _key(path: Path) -> Path:
+    """One spelling of a run dir: Hydra's output_dir is os.path.abspath'd (no `..`)."""
+    return Path(os.path.abspath(path))
+
+
 def before(run_dir: Path) -> Before | None:
-    return _BEFORE.get(run_dir.absolute())
+    return _BEFORE.get(_key(run_dir))
 
 
 try:
@@ -195,7 +200,7 @@ class RunDirGuard(_Callback):  # type: ignore[misc,valid-type]
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         path = Path(str(config.hydra.run.dir))
-        _BEFORE[path.absolute()] = snapshot(path)
+        _BEFORE[_key(path)] = snapshot(path)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _SWEEP["dir"] = Path(str(config.hydra.sweep.dir)).absolute()

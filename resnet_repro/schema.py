@@ -9,6 +9,7 @@ expected type (`config_error`). No torch: the schemas are registered before a co
 
 from __future__ import annotations
 
+import math
 import re
 import types
 from dataclasses import MISSING, field, fields, make_dataclass
@@ -252,7 +253,7 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
     optim = OptimSettings(**{k: x for k, x in v["optim"].items() if k != "name"})
     if not 0 <= optim.momentum < 1:  # 1 or more never forgets a gradient: the steps grow without bound
         raise ConfigError(f"optim.momentum must be in [0, 1) (the paper: 0.9), got {optim.momentum}")
-    if optim.weight_decay < 0:
+    if not (math.isfinite(optim.weight_decay) and optim.weight_decay >= 0):
         raise ConfigError(f"optim.weight_decay must be >= 0 (the paper: 0.0001), got {optim.weight_decay}")
     if optim.nesterov and optim.momentum == 0:
         raise ConfigError("optim.nesterov=true needs optim.momentum > 0")

@@ -93,8 +93,8 @@ def _task(cfg: DictConfig) -> None:
             traceback.print_exc()
         reason = str(e) if isinstance(e, ReproError) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         trained = results_signature(run_dir) != results
-        if isinstance(e, RunDirInUse):
-            pass  # the other process's dir: nothing of ours to record or undo
+        if isinstance(e, RunDirInUse):  # the other process's dir: nothing of ours to record or undo,
+            restore_folder(run_dir / hydra_entry.HYDRA_RECORD, before.hydra_record)  # but Hydra's record
         elif sweep or trained:
             _record_failure(run_dir, reason)
         else:

@@ -212,18 +212,22 @@ def test_a_run_started_in_bf16_goes_on_in_fp32_on_a_cpu_without_it_and_the_recor
     assert "note: this run trained in" not in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("older", [("precision_history",), ("precision_history", "amp", "channels_last")])
 def test_a_checkpoint_from_before_the_precision_history_resumes_with_its_precision_as_the_first_stretch(
-        tmp_path: Path, fake_cpu) -> None:
+        tmp_path: Path, fake_cpu, older: tuple[str, ...]) -> None:
     fake_cpu()
     run = tmp_path / "run"
     train(run, ["trainer.pause_at=4"])
     from resnet_repro.runs.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
-    del ckpt["loop"]["precision_history"]  # as a checkpoint written before it existed
+    for key in older:  # as a checkpoint written before these were recorded
+        del ckpt["loop"][key]
     save_checkpoint(run / "checkpoints" / "last.pt", ckpt)
     final = train(run, [f"resume={run}", "trainer.max_iters=8"])
-    assert final["precision_history"] == [{"from": 0, "to": 8, "train_precision": "fp32", "channels_last": False}]
+    # with its precision recorded, the history starts at 0; without, where this session starts
+    start = 0 if "amp" not in older else 4
+    assert final["precision_history"] == [{"from": start, "to": 8, "train_precision": "fp32", "channels_last": False}]
     assert final["train_precision"] == "fp32"
 
 

@@ -48,9 +48,36 @@ def test_resuming_a_finished_run_with_fewer_iterations_changes_nothing(finished:
 @pytest.mark.parametrize("case", [["model.depth=14"], ["seed=3"]])
 def test_a_refused_command_into_a_run_dir_leaves_hydras_record_as_it_was(finished: Path, case: list[str]) -> None:
     before = _files(finished)
-    r = cli("train", *TINY, "trainer.max_iters=4", *case, f"hydra.run.dir={finished}")
+    # the run dir spelled with `..`, as Hydra's own output_dir never spells it
+    spelled = finished.parent / "x" / ".." / finished.name
+    r = cli("train", *TINY, "trainer.max_iters=4", *case, f"hydra.run.dir={spelled}")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert _files(finished) == before
+
+
+def test_a_paused_run_is_not_finished_below_the_iteration_it_reached(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train_tiny(run, ["trainer.pause_at=8"])
+    before = _files(run)
+    with pytest.raises(ConfigError, match="is at iteration 8, past trainer.max_iters=4"):
+        train_tiny(run, [f"resume={run}", "trainer.max_iters=4"])
+    assert _files(run) == before
+
+
+def test_restoring_hydras_record_keeps_what_it_could_not_read(tmp_path: Path) -> None:
+    from resnet_repro.runs.rundir import read_folder, restore_folder
+
+    d = tmp_path / ".hydra"
+    d.mkdir()
+    (d / "config.yaml").write_text("a: 1\n")
+    (tmp_path / "elsewhere").write_text("mine")
+    (d / "link").symlink_to(tmp_path / "elsewhere")
+    saved = read_folder(d)
+    (d / "config.yaml").write_text("a: 2\n")  # Hydra rewrites its record
+    (d / "overrides.yaml").write_text("[]\n")  # and adds one
+    restore_folder(d, saved)
+    assert (d / "config.yaml").read_text() == "a: 1\n" and not (d / "overrides.yaml").exists()
+    assert (d / "link").is_symlink() and (tmp_path / "elsewhere").read_text() == "mine"
 
 
 def test_rerunning_a_finished_runs_own_command_keeps_hydras_record(finished: Path) -> None:
@@ -66,6 +93,8 @@ def test_rerunning_a_finished_runs_own_command_keeps_hydras_record(finished: Pat
 @pytest.mark.parametrize("override, message", [
     ("logger.mode=bogus", "logger.mode must be one of online, offline, disabled, got 'bogus'"),
     ("optim.weight_decay=-1", "optim.weight_decay must be >= 0"),
+    ("optim.weight_decay=nan", "optim.weight_decay must be >= 0"),
+    ("optim.weight_decay=inf", "optim.weight_decay must be >= 0"),
     ("optim.momentum=-0.5", "optim.momentum must be in [0, 1)"),
     ("optim.momentum=1.5", "optim.momentum must be in [0, 1)"),
     ("optim.momentum=1", "optim.momentum must be in [0, 1)"),
@@ -265,8 +294,7 @@ def test_a_paused_plain_prefix_is_not_called_absent(tmp_path: Path) -> None:
     train_tiny(runs / "cifar_plain20-seed0", ["exp_name=cifar_plain20", "model=cifar_plain20", "model.depth=8",
                                               "trainer.pause_at=4"])
     md = build_report([runs], out=tmp_path / "out").markdown
-    assert "plain nets (CIFAR-10) (paused prefixes only" in md
-    assert "No runs for" not in md
+    assert "No finished runs for: Table 6 (CIFAR-10); plain nets (CIFAR-10) (paused prefixes only" in md
 
 
 # -- 12, 13: messages --------------------------------------------------------------------------------

@@ -81,7 +81,7 @@ def _header(paths: Sequence[str], wandb: str | None, runs: Sequence[Run], incomp
                   "their gap to the paper and the peers on the same data, without a verdict; synthetic data and "
                   "other image folders are not the paper's recipe.")
     if absent:
-        md.append(f"- No finished runs for: {', '.join(absent)}; not shown as tables.")
+        md.append(f"- No finished runs for: {'; '.join(absent)}; not shown as tables.")
     return md + [""]
 
 
@@ -91,14 +91,13 @@ def _measure_peers(peers_dir: Path, runs: Sequence[Run], device: str, out_dir: P
     runs used (their config's data.name/root, or `data_root` for all of them: a record's relative
     path is read from the current directory). Results go to `<out>/peers.json` only; each data
     set that cannot be read is a warning line on stderr as well as a note."""
-    import dataclasses
     import sys
 
     import torch
 
     from resnet_repro.errors import ReproError
     from resnet_repro.runs.sinks import write_json_atomic
-    from resnet_repro.models.peers import evaluate_peer
+    from resnet_repro.models.peers import evaluate_peer, peer_data_settings
     from resnet_repro.training.policy import resolve_device
     from resnet_repro.schema import run_settings
 
@@ -113,8 +112,8 @@ def _measure_peers(peers_dir: Path, runs: Sequence[Run], device: str, out_dir: P
             d = run_settings(r.config).data
         except ReproError:
             continue
-        if data_root is not None:
-            d = dataclasses.replace(d, root=data_root)
+        if data_root is not None:  # the data set at that path, named by what is there (folder or archive)
+            d = peer_data_settings(data_root)
         datas.setdefault((d.name, d.root), d)
     dev = resolve_device(device)
     measured, notes = [], []
@@ -158,7 +157,12 @@ def build_report(
     # One default whatever the inputs: run directories are records (maybe shared or read-only),
     # so a report never lands inside one unless --out says so.
     out_dir = Path(out) if out is not None else Path("report")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file: name a directory (it is created if missing)")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {out_dir}: cannot create it ({e.strerror or e})") from None
     if refs is None:
         from resnet_repro.recipes import reference as refs  # the paper rows' exps, composed
 
@@ -237,9 +241,6 @@ def cli_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.data_root is not None and args.peers is None:
         raise ConfigError("--data-root is the data --peers evaluates on: give --peers DIR too")
-    out = Path(args.out) if args.out is not None else None
-    if out is not None and out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file: name a directory (it is created if missing)")
     rep = build_report(args.dirs, args.out, args.sigma_cifar, args.sigma_imagenet, args.wandb,
                        args.layer_responses, args.device, args.peers, data_root=args.data_root)
     print(rep.markdown, end="")

@@ -149,26 +149,39 @@ class Ordering:
                 f"{'lower' if ed < es else 'higher' if ed > es else 'equal'} by {abs(ed - es):.2f} points{seeds}.")
 
 
+# What may differ between two depths compared in Figure 6: the depth, and ResNet-110's warm-up.
+_DEPTH_KEYS = ("model.arch.depth", "schedule.warmup")
+
+
+def _training_recipe(g: Group) -> tuple | None:
+    """The group's recipe but for its depth (and warm-up): two depths are compared only when
+    the rest of what they learned from is the same."""
+    if g.recipe is None:
+        return None
+    return tuple((k, v) for k, v in g.recipe.items if not k.startswith(_DEPTH_KEYS))
+
+
 def _furthest(groups: Sequence[Group]) -> list[Group]:
-    """One group per (kind, data, depth): the one whose training-error curve reaches furthest
-    (then the one with more seeds). Precision is not recipe, so a bf16 ResNet-56 is compared
-    with the fp32 ResNet-20 that finished, not with a bf16 prefix of it; the line names both."""
+    """One group per (kind, data, recipe but for depth, depth): the one whose training-error
+    curve reaches furthest (then the one with more seeds). Precision is not recipe, so a bf16
+    ResNet-56 is compared with the fp32 ResNet-20 that finished, not with a bf16 prefix of it;
+    the line names both."""
     best: dict[tuple, tuple[tuple[int, int], Group]] = {}
     for g in groups:
         iters, _ = mean_curve(g.runs, "train/err")
         rank = (iters[-1] if iters else -1, len(g.seeds()))
-        k = (g.residual, g.data, g.depth)
+        k = (g.residual, g.data, _training_recipe(g), g.depth)
         if k not in best or rank > best[k][0]:
             best[k] = (rank, g)
     return [g for _, g in best.values()]
 
 
 def orderings(groups: Sequence[Group]) -> list[Ordering]:
-    """Each pair of depths of the same kind (plain or residual, CIFAR family) and data, from
-    shallow to deep, that logged training error at two or more common iterations; per depth
-    the group that reached furthest, whatever its precision (`_furthest`)."""
+    """Each pair of depths of the same kind (plain or residual, CIFAR family), data and recipe
+    but for the depth, from shallow to deep, that logged training error at two or more common
+    iterations; per depth the group that reached furthest, whatever its precision (`_furthest`)."""
     out = []
-    key = lambda g: (g.residual, g.data)  # noqa: E731
+    key = lambda g: (g.residual, g.data, repr(_training_recipe(g)))  # noqa: E731
     cifar = sorted(_furthest([g for g in groups if g.family == "cifar"]), key=lambda g: (key(g), g.depth))
     for i, a in enumerate(cifar):
         for b in cifar[i + 1:]:
@@ -345,7 +358,10 @@ def precision_section(runs: Sequence[Run], out_dir: Any = None) -> tuple[list[st
                "", *c.lines(), *(n for r in c.rows if (n := emulated_note(r.run))), ""]
         if out_dir is not None:
             first = next(x for x in comps if (x.exp, x.data) == (c.exp, c.data))
-            name = f"precision_{c.exp}_{c.data}{'' if c is first else f'_at{c.at}'}.png"
+            name = f"precision_{c.exp}_{c.data}{'' if c is first else f'_at{c.at}'}"
+            while f"{name}.png" in (f.name for f in files):  # another recipe of the exp at that iteration
+                name += "_b"
+            name += ".png"
             curves = [(f"{r.run.precision} seed {r.run.seed}", r.run.precision, *_loss_curve(r.run, c.at))
                       for r in c.rows]
             files.append(training_loss_figure([x for x in curves if x[2]], Path(out_dir) / name,

@@ -118,13 +118,15 @@ def results_signature(run_dir: Path) -> dict[str, tuple[int, int]]:
     return sig
 
 
-def read_folder(path: Path) -> dict[str, bytes] | None:
-    """The files directly in `path` (Hydra's `.hydra/` record: three small YAML files), or None
-    when it is not a folder."""
+def read_folder(path: Path) -> dict[str, bytes | None] | None:
+    """The entries directly in `path` (Hydra's `.hydra/` record: three small YAML files): a
+    plain file's bytes, None for anything else there (a link, a folder, an unreadable file),
+    so that `restore_folder` keeps it; None when `path` is not a folder."""
     if not path.is_dir():
         return None
-    out = {}
+    out: dict[str, bytes | None] = {}
     for p in path.iterdir():
+        out[p.name] = None
         if p.is_file() and not p.is_symlink():
             try:
                 out[p.name] = p.read_bytes()
@@ -133,7 +135,7 @@ def read_folder(path: Path) -> dict[str, bytes] | None:
     return out
 
 
-def restore_folder(path: Path, saved: dict[str, bytes] | None) -> None:
+def restore_folder(path: Path, saved: dict[str, bytes | None] | None) -> None:
     """Put `path` back as `read_folder` found it: its files' bytes, files it did not have
     removed, the folder itself removed when it did not exist (only if then empty)."""
     if saved is None:
@@ -152,6 +154,8 @@ def restore_folder(path: Path, saved: dict[str, bytes] | None) -> None:
         if p.name not in saved and (p.is_file() or p.is_symlink()):
             p.unlink(missing_ok=True)
     for name, data in saved.items():
+        if data is None:  # not a file we read: left as it is
+            continue
         try:
             if (path / name).read_bytes() == data:
                 continue

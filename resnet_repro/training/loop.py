@@ -35,7 +35,7 @@ from resnet_repro.training.distributed import World, all_reduce_sum, per_process
 from resnet_repro.training.step import make_sgd, set_tf32, train_step
 from resnet_repro.training.step import precision as computed_in
 from resnet_repro.runs.units import duration
-from resnet_repro.errors import ReproError
+from resnet_repro.errors import ConfigError, ReproError
 from resnet_repro.paper import judge
 from resnet_repro.runs.sinks import MetricsSink, round_floats, run_sinks, write_json_atomic
 from resnet_repro.config.archs import input_size
@@ -93,6 +93,10 @@ class Trainer:
             self.state.train_in(computed_in(device, amp=self.amp, tf32=tr.tf32), self.channels_last)
         else:
             self._resume(ckpt)
+            if self.state.iteration > tr.max_iters and not self.complete:
+                raise ConfigError(
+                    f"{run_dir} is at iteration {self.state.iteration}, past trainer.max_iters={tr.max_iters}: a paused "
+                    "run cannot be finished earlier than it has trained; resume it with its own max_iters or more")
             if ckpt_from == run_dir / PREV and world.is_main:
                 aside = set_aside_unreadable_last(run_dir)
                 if aside is not None:
@@ -158,9 +162,16 @@ class Trainer:
 
     @property
     def complete(self) -> bool:
-        """A finished run resumed at or past trainer.max_iters: `run` trains nothing and changes nothing."""
-        return (self.resumed and self.state.iteration >= self.tr.max_iters
-                and (self.run_dir / "summary.json").is_file())
+        """A finished run resumed at or past trainer.max_iters: `run` trains nothing and changes
+        nothing. Its summary.json must be the final one, of this iteration (a paused run's
+        summary, or none, is written afresh)."""
+        if not (self.resumed and self.state.iteration >= self.tr.max_iters):
+            return False
+        try:
+            summary = json.loads((self.run_dir / "summary.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return summary.get("status", "complete") == "complete" and summary.get("iterations") == self.state.iteration
 
     def run(self) -> dict[str, Any]:
         """Train from the current iteration to trainer.max_iters; returns the summary."""
