@@ -15,17 +15,19 @@ Run directory (Hydra's output dir), named after the network trained:
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
-from resnet_repro.training import distributed
-from resnet_repro.training.distributed import per_process_batch_checked, world_from_env
-from resnet_repro.errors import CheckpointError, ReproError
-from resnet_repro.training.loop import Trainer
-from resnet_repro.models.pretrained import check_weights_norm
 from resnet_repro.config.resume import reconcile_resume
+from resnet_repro.config.settings import RunSettings
+from resnet_repro.errors import CheckpointError, ReproError
+from resnet_repro.models.pretrained import check_weights_norm
+from resnet_repro.runs.checkpoint import check_compatible, check_same_data, resume_checkpoint
+from resnet_repro.runs.provenance import git_commit
 from resnet_repro.runs.rundir import (
     CONFIG_FILE,
     LAST,
@@ -39,9 +41,15 @@ from resnet_repro.runs.rundir import (
     write_text_atomic,
 )
 from resnet_repro.runs.state import FAILED_FILE
-from resnet_repro.training.policy import resolve_device
-from resnet_repro.config.settings import RunSettings
 from resnet_repro.schema import run_settings
+from resnet_repro.training import distributed, loop
+from resnet_repro.training.distributed import World, per_process_batch, per_process_batch_checked, world_from_env
+from resnet_repro.training.inputs import build_training_data
+from resnet_repro.training.loop import RunParts, Trainer
+from resnet_repro.training.model import make_model
+from resnet_repro.training.policy import emulated_bf16_note, resolve_device, resolve_precision
+from resnet_repro.training.schedule import build_schedule
+from resnet_repro.training.step import make_sgd, set_tf32
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,9 +220,43 @@ def fit(settings: RunSettings, run_dir: Path, record: dict[str, Any],
     world = world_from_env()
     device = distributed.setup(world, resolve_device(settings.trainer.device))
     try:
-        trainer = Trainer(settings, run_dir, world, device, record=record, paper=reference(settings.exp_name))
+        started = loop.clock()  # trainer.max_time counts from here (data loading included)
+        git_commit()  # the code this process loaded, before the checkout can move on
+        settings, parts = build_parts(settings, run_dir, world, device)
+        trainer = Trainer(settings, parts, run_dir, world, device, record=record, paper=reference(settings.exp_name),
+                          started=started)
         if config_yaml is not None and not trainer.complete:  # a command that trains nothing changes nothing
             write_text_atomic(*config_yaml)
         return trainer.run()
     finally:
         distributed.teardown(world)
+
+
+def build_parts(settings: RunSettings, run_dir: Path, world: World, device: torch.device) -> tuple[RunSettings, RunParts]:
+    """A run's set-up, in order: the data (its class count completes the model's settings), the
+    checkpoint to resume and its checks against the data and the net (before anything is built
+    from them), the precision on this machine, the model (§3.4's init), the learning-rate
+    schedule and SGD (§4.2)."""
+    tr = settings.trainer
+    set_tf32(tr.tf32)
+    data = build_training_data(settings.data, settings.seed, batch_size=per_process_batch(tr.batch_size, world),
+                               eval_batch_size=tr.eval_batch_size, device=device, world=world)
+    arch = replace(settings.model.arch, num_classes=settings.model.arch.num_classes or data.num_classes)
+    settings = replace(settings, model=replace(settings.model, arch=arch))
+    ckpt, ckpt_from = resume_checkpoint(run_dir)  # last.pt, or prev.pt if last.pt is broken
+    if ckpt is not None:
+        check_same_data(ckpt, data.fingerprint, settings.data.root or settings.data.name)  # the likelier cause
+        check_compatible(ckpt, model_name=settings.model.name, arch=arch.as_dict(), path=ckpt_from)
+    # `auto` follows this machine in every session: a resumed run may change precision (the
+    # loop records where, in the summary's precision_history)
+    precision = resolve_precision(tr.amp, tr.channels_last, device)
+    if (note := emulated_bf16_note(precision, device)) and world.is_main:
+        print(f"note: {note}")
+    model = make_model(settings, device, world, channels_last=precision.channels_last)
+    s = settings.schedule
+    schedule = build_schedule(s.kind, base_lr=s.base_lr, milestones=s.milestones, gamma=s.gamma, warmup=s.warmup,
+                              plateau=s.plateau)
+    o = settings.optim
+    optimizer = make_sgd([p for p in model.parameters() if p.requires_grad], lr=schedule.lr(0), momentum=o.momentum,
+                         weight_decay=o.weight_decay, nesterov=o.nesterov, device=device)
+    return settings, RunParts(data, precision, model, schedule, optimizer, ckpt, ckpt_from)

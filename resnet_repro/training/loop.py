@@ -1,5 +1,6 @@
-"""The training loop: one `Trainer` whose methods are the phases of a run (set up, resume,
-step, log, evaluate, checkpoint, stop, summarise). Takes typed settings, never the config.
+"""The training loop: one `Trainer` whose methods are the phases of a run (resume, step, log,
+evaluate, checkpoint, stop, summarise). Takes typed settings and the parts the entry layer built
+once (`RunParts`: data, precision, model, schedule, SGD, the checkpoint), never the config.
 
 `Trainer.run` reads as the paper's recipe: for each iteration, SGD at the schedule's learning
 rate (§3.4, §4.2), the warm-up check, a metrics row every `log_every` iterations, an evaluation
@@ -13,7 +14,7 @@ import json
 import signal
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +22,10 @@ import torch
 from torch import nn
 
 from resnet_repro.training import distributed
-from resnet_repro.runs.checkpoint import (
-    check_compatible,
-    check_same_data,
-    checkpoint_meta,
-    resume_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
-from resnet_repro.training.inputs import TrainingData, build_training_data
-from resnet_repro.training.distributed import World, all_reduce_sum, per_process_batch
-from resnet_repro.training.step import make_sgd, set_tf32, train_step
+from resnet_repro.runs.checkpoint import checkpoint_meta, rng_state, save_checkpoint, set_rng_state
+from resnet_repro.training.inputs import TrainingData
+from resnet_repro.training.distributed import World, all_reduce_sum
+from resnet_repro.training.step import train_step
 from resnet_repro.training.step import precision as computed_in
 from resnet_repro.runs.units import duration
 from resnet_repro.errors import ConfigError, ReproError
@@ -41,13 +34,12 @@ from resnet_repro.runs.sinks import MetricsSink, round_floats, run_sinks, write_
 from resnet_repro.config.archs import input_size
 from resnet_repro.models.macs import count_macs, count_params
 from resnet_repro.models.pretrained import set_train_mode
-from resnet_repro.runs.provenance import git_commit
 from resnet_repro.runs.rundir import LAST, PREV, set_aside_unreadable_last
-from resnet_repro.training.schedule import WarmupUntilError, build_schedule
+from resnet_repro.training.schedule import WarmupUntilError
 from resnet_repro.training.state import LoopState, StopSignal
-from resnet_repro.training.policy import Precision, compile_mode, emulated_bf16_note, resolve_precision
+from resnet_repro.training.policy import Precision, compile_mode
 from resnet_repro.training.summary import run_summary
-from resnet_repro.training.model import make_model, wrap_for_training
+from resnet_repro.training.model import wrap_for_training
 from resnet_repro.config.settings import RunSettings
 
 _clock = time.perf_counter  # the loop's clock (a test replaces it with a fake one)
@@ -61,32 +53,51 @@ def _pct(x: float) -> float:
     return 100.0 * x
 
 
-class Trainer:
-    """One run: built from typed settings, trained by `run()`, which returns the summary."""
+@dataclass
+class RunParts:
+    """What one run trains with, built once by the entry layer (`train.fit`, in the order a
+    run's set-up takes) and handed to the loop: the data streams, the precision, the model, the
+    schedule and SGD, and the checkpoint to resume (None for a new run) with where it came from."""
 
-    def __init__(self, settings: RunSettings, run_dir: Path, world: World, device: torch.device,
-                 record: dict[str, Any] | None = None, paper: judge.Recipe | None = None) -> None:
-        """`record`: the resolved config (checkpoints, W&B); `paper`: the exp's paper recipe (or None)."""
-        self.process_start = _clock()  # trainer.max_time counts from here (data loading included)
-        git_commit()  # the code this process loaded, before the checkout can move on
+    data: TrainingData
+    precision: Precision
+    model: nn.Module
+    schedule: Any  # training.schedule: StepSchedule, PlateauSchedule or WarmupUntilError
+    optimizer: torch.optim.Optimizer
+    checkpoint: dict[str, Any] | None = None
+    checkpoint_from: Path | None = None
+
+
+def clock() -> float:
+    """The loop's clock (`_clock`, which a test replaces with a fake one)."""
+    return _clock()
+
+
+class Trainer:
+    """One run: given its typed settings and its parts (`RunParts`), trained by `run()`, which
+    returns the summary."""
+
+    def __init__(self, settings: RunSettings, parts: RunParts, run_dir: Path, world: World, device: torch.device,
+                 record: dict[str, Any] | None = None, paper: judge.Recipe | None = None,
+                 started: float | None = None) -> None:
+        """`settings`: with the model's class count filled in from the data; `record`: the
+        resolved config (checkpoints, W&B); `paper`: the exp's paper recipe (or None);
+        `started`: the `clock()` at the run's set-up (trainer.max_time counts from there)."""
+        self.process_start = clock() if started is None else started
         self.run_dir, self.world, self.device = run_dir, world, device
         self.record, self.paper = dict(record or {}), paper
-        self.tr = tr = settings.trainer
-        set_tf32(tr.tf32)
+        self.settings, self.tr = settings, settings.trainer
+        tr = self.tr
         self.ckpt_path = run_dir / LAST
-        self.data: TrainingData = build_training_data(
-            settings.data, settings.seed, batch_size=per_process_batch(tr.batch_size, world),
-            eval_batch_size=tr.eval_batch_size, device=device, world=world,
-        )
-        self.arch = replace(settings.model.arch, num_classes=settings.model.arch.num_classes or self.data.num_classes)
-        self.settings = settings = replace(settings, model=replace(settings.model, arch=self.arch))
-        ckpt, ckpt_from = resume_checkpoint(run_dir)  # last.pt, or prev.pt if last.pt is broken
-        if ckpt is not None:
-            check_same_data(ckpt, self.data.fingerprint, settings.data.root or settings.data.name)  # the likelier cause
-            check_compatible(ckpt, model_name=settings.model.name, arch=self.arch.as_dict(), path=ckpt_from)
-        self.precision = self._precision()
+        self.data, self.arch = parts.data, settings.model.arch
+        self.precision = parts.precision
         self.amp, self.channels_last = self.precision.amp, self.precision.channels_last
-        self._set_up()
+        self.model, self.schedule, self.optimizer = parts.model, parts.schedule, parts.optimizer
+        self.warmup = self.schedule if isinstance(self.schedule, WarmupUntilError) else None
+        self.params = count_params(self.model)
+        self.macs = count_macs(self.model, input_size(self.arch.family) if settings.data.resize is None
+                               else settings.data.resize)
+        ckpt, ckpt_from = parts.checkpoint, parts.checkpoint_from
         self.state = LoopState(amp=self.amp, channels_last=self.channels_last)
         self.resumed = ckpt is not None
         if ckpt is None:
@@ -102,32 +113,7 @@ class Trainer:
                 if aside is not None:
                     print(f"note: the unreadable {self.ckpt_path} is kept as {aside}; {ckpt_from} stays the fallback")
 
-    # -- set up and resume ------------------------------------------------------------------
-
-    def _precision(self) -> Precision:
-        """trainer.amp/channels_last on this machine: `auto` follows the hardware in every
-        session, so a resumed run may change precision; `_resume` records where."""
-        choice = resolve_precision(self.tr.amp, self.tr.channels_last, self.device)
-        if (note := emulated_bf16_note(choice, self.device)) and self.world.is_main:
-            print(f"note: {note}")
-        return choice
-
-    def _set_up(self) -> None:
-        """Model, learning-rate schedule and SGD (§3.4, §4.2), and their cost."""
-        s = self.settings
-        self.model = make_model(s, self.device, self.world, channels_last=self.channels_last)
-        self.schedule = build_schedule(
-            s.schedule.kind, base_lr=s.schedule.base_lr, milestones=s.schedule.milestones, gamma=s.schedule.gamma,
-            warmup=s.schedule.warmup, plateau=s.schedule.plateau,
-        )
-        self.warmup = self.schedule if isinstance(self.schedule, WarmupUntilError) else None
-        self.optimizer = make_sgd(
-            [p for p in self.model.parameters() if p.requires_grad], lr=self.schedule.lr(0),
-            momentum=s.optim.momentum, weight_decay=s.optim.weight_decay, nesterov=s.optim.nesterov,
-            device=self.device,
-        )
-        self.params = count_params(self.model)
-        self.macs = count_macs(self.model, input_size(self.arch.family) if s.data.resize is None else s.data.resize)
+    # -- resume ---------------------------------------------------------------------------
 
     def _resume(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
