@@ -5,6 +5,15 @@ them first in their defaults, so composition itself refuses a setting of the wro
 unknown key. `validated` applies the same schema to a plain dict (a checkpoint's saved config,
 a test's). Either way OmegaConf's error becomes one line naming the key, the value and the
 expected type (`config_error`). No torch: the schemas are registered before a command imports it.
+
+Why schema twins and not the settings dataclasses themselves in the ConfigStore (decided in
+issue 33): the settings are frozen, so that nothing below the entry layer can change a run's
+settings, and OmegaConf makes a frozen dataclass a read-only config that overrides cannot merge
+into; and the YAML's `model.*` is one flat section (the architecture and how the model is
+built), where `ModelSettings` nests `Arch`, so `OmegaConf.to_object` would need the YAML or the
+dataclasses reshaped (every `model.depth=...` override renamed, or `settings.model.arch` split
+up). `_schema` derives each twin from its dataclass's fields, so there is one list of settings,
+and `run_settings` builds the frozen objects with the checks types cannot express.
 """
 
 from __future__ import annotations
