@@ -231,6 +231,25 @@ def test_a_checkpoint_from_before_the_precision_history_resumes_with_its_precisi
     assert final["train_precision"] == "fp32"
 
 
+def test_an_old_checkpoint_of_a_gpu_run_names_its_first_stretch_by_the_summary_not_this_device(
+        tmp_path: Path, fake_cpu) -> None:
+    # a run begun in TF32 on a GPU (before the precision history existed), resumed on a CPU
+    fake_cpu()
+    run = tmp_path / "run"
+    train(run, ["trainer.pause_at=4"])
+    from resnet_repro.runs.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    del ckpt["loop"]["precision_history"]
+    save_checkpoint(run / "checkpoints" / "last.pt", ckpt)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps(summary | {"train_precision": "tf32"}))
+    final = train(run, [f"resume={run}", "trainer.max_iters=8"])
+    assert [(x["from"], x["to"], x["train_precision"]) for x in final["precision_history"]] == [(0, 4, "tf32"),
+                                                                                                (4, 8, "fp32")]
+    assert final["train_precision"] == "mixed"
+
+
 # -- paused runs in the report --------------------------------------------------------------
 
 

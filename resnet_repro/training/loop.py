@@ -121,8 +121,7 @@ class Trainer:
         self.schedule.load_state_dict(ckpt["schedule"])
         set_rng_state(ckpt["rng"])
         self.state = state = LoopState.from_dict(ckpt["loop"], self.device)
-        earlier = None if state.amp is None else (
-            computed_in(self.device, amp=state.amp, tf32=self.tr.tf32), bool(state.channels_last))
+        earlier = None if state.amp is None else (self._recorded_precision(state.amp), bool(state.channels_last))
         now = computed_in(self.device, amp=self.amp, tf32=self.tr.tf32)
         before = state.train_in(now, self.channels_last, earlier)
         state.amp, state.channels_last = self.amp, self.channels_last
@@ -131,6 +130,18 @@ class Trainer:
                   f"{_layout(now, self.channels_last)} ({self.precision.reason}). summary.json's precision_history "
                   f"says which iterations trained in which; trainer.amp={'bf16' if before[0] == 'bf16' else 'off'} "
                   f"trainer.channels_last={'on' if before[1] else 'off'} keeps the earlier one")
+
+    def _recorded_precision(self, amp: bool) -> str:
+        """What a checkpoint from before the precision history trained in: bf16 if it used
+        autocast, else the last summary's word (fp32 or tf32: the device it trained on), else
+        what fp32 would be on this device."""
+        if amp:
+            return "bf16"
+        try:
+            said = json.loads((self.run_dir / "summary.json").read_text()).get("train_precision")
+        except (OSError, ValueError):
+            said = None
+        return said if said in ("fp32", "tf32") else computed_in(self.device, amp=False, tf32=self.tr.tf32)
 
     def _wrap(self) -> nn.Module:
         """The module the steps call: DDP over processes, then torch.compile when enabled."""
