@@ -64,12 +64,8 @@ class RunState:
         if self.images_per_s:
             text += f", {self.images_per_s:.0f} images/s"
             if self.seconds_left is not None:
-                text += f", {_hours(self.seconds_left)} left at that rate"
+                text += f", {duration(self.seconds_left)} left at that rate"
         return text
-
-
-def _hours(seconds: float) -> str:
-    return duration(seconds)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
