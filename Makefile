@@ -31,8 +31,9 @@ models: install ## table of every named model: params and mult-adds beside the p
 # Each prints its 10 slowest tests.
 # Two pytest-xdist workers, one test file each at a time (a file's fixtures are built once).
 XDIST ?= -n 2 --dist loadfile
-lint: install ## the import contracts of pyproject.toml: layers only point down, no circles (import-linter)
+lint: install ## the import contracts of pyproject.toml (layers only point down, no circles), then pyflakes (undefined or unused names)
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/python -m pyflakes resnet_repro tests experiments
 
 test: lint ## the import contracts, then the test suite (every test not marked slow); prints the 10 slowest tests
 	$(PY) -m pytest $(XDIST) -m "not slow" --durations=10 $(PYTEST_ARGS)

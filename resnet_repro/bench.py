@@ -41,7 +41,7 @@ from resnet_repro.data.settings import CIFAR_SOURCES
 from resnet_repro.training.inputs import build_training_data
 from resnet_repro.training.distributed import World
 from resnet_repro.training.step import make_sgd, maybe_compile, train_step
-from resnet_repro.errors import ConfigError, ReproError
+from resnet_repro.errors import ReproError
 from resnet_repro.runs.sinks import write_json_atomic
 from resnet_repro.config.archs import input_size
 from resnet_repro.models.resnet import build_from_arch
@@ -70,19 +70,9 @@ def _task(cfg: DictConfig) -> None:
 
 def bench_settings(b: dict[str, Any]) -> BenchSettings:
     """The `bench.*` settings, typed and range-checked (one clear line each)."""
-    from resnet_repro.schema import BenchSchema, validated
+    from resnet_repro.schema import typed
 
-    b = validated(b, BenchSchema, "bench.")  # types and keys (settings.BenchSettings)
-    bad = [p for p in b["precisions"] if p not in PRECISION_PATHS]
-    if bad:
-        raise ConfigError(f"unknown bench.precisions {bad}; choose from {', '.join(PRECISION_PATHS)}")
-    bench = BenchSettings(**{**b, "decode_paths": tuple(b["decode_paths"]), "precisions": tuple(b["precisions"])})
-    if bench.iters < 1 or bench.warmup < 0 or bench.concurrent < 1 or bench.baseline_workers < 0 or bench.input_iters < 1:
-        raise ConfigError(
-            "bench.iters must be >= 1, bench.warmup >= 0, bench.concurrent >= 1, bench.baseline_workers >= 0 "
-            "and bench.input_iters >= 1"
-        )
-    return bench
+    return typed(BenchSettings, b, "bench.")  # types and keys, then BenchSettings' own ranges
 
 
 # -- timing -----------------------------------------------------------------------------------
@@ -140,8 +130,8 @@ def time_configured(settings: RunSettings, bench: BenchSettings, device: torch.d
         num_classes, batches, source = data.num_classes, data.stream.iterate(0), f"{settings.data.name} pipeline"
     from resnet_repro.training.model import make_model
 
-    arch = replace(settings.model.arch, num_classes=settings.model.arch.num_classes or num_classes)
-    model = make_model(replace(settings, model=replace(settings.model, arch=arch)), device, World())
+    m = settings.model
+    model = make_model(replace(settings, model=replace(m, num_classes=m.num_classes or num_classes)), device, World())
     mode = compile_mode(tr.compile, device)
     net = maybe_compile(model, mode)
     opt = make_sgd([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=settings.optim.momentum,

@@ -169,6 +169,19 @@ def _raised_by_hydra(e: BaseException) -> bool:
     return tb is not None and f"{os.sep}hydra{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
+def _override_into_null(e: AssertionError) -> str | None:
+    """The key of an override OmegaConf could not apply because a section above it is null
+    (`schedule.plateau.factor=0.5` under the step schedule, whose `plateau` is null), or None."""
+    tb = e.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "update" and code.co_filename.endswith(f"omegaconf{os.sep}omegaconf.py"):
+            key = tb.tb_frame.f_locals.get("key")
+            return key if isinstance(key, str) else None
+        tb = tb.tb_next
+    return None
+
+
 def _hydra_command(module: str, config_name: str) -> Callable[[list[str]], int]:
     def run(argv: list[str]) -> int:
         if not CONF_DIR.is_dir():
@@ -196,6 +209,14 @@ def _hydra_command(module: str, config_name: str) -> Callable[[list[str]], int]:
             if not _raised_by_hydra(e):
                 raise
             raise ReproError(one_line(e)) from None
+        except AssertionError as e:  # OmegaConf asserts when an override's section is null
+            if (key := _override_into_null(e)) is None:
+                raise
+            section = key.rsplit(".", 1)[0]
+            raise ReproError(
+                f"cannot set {key}: {section} is null in this config; pick a config group that has it "
+                f"(schedule=imagenet has schedule.plateau) or give the whole section ('{section}={{...}}')"
+            ) from None
         except (HydraException, OmegaConfBaseException) as e:
             from resnet_repro.schema import SCHEMAS, config_error
 

@@ -43,13 +43,13 @@ from resnet_repro.evaluation.names import PROTOCOLS as IMAGENET_PROTOCOLS
 from resnet_repro.runs.provenance import weights_digest
 from resnet_repro.runs.state import not_final_weights
 from resnet_repro.trained import model_from_checkpoint
-from resnet_repro.schema import EvalSchema, validated
+from resnet_repro.schema import typed
 from resnet_repro.config.settings import EvalSettings
 
 
 def _task(cfg: DictConfig) -> None:
     try:
-        e = EvalSettings(**validated(cfg, EvalSchema))  # conf/eval.yaml, typed and checked
+        e = typed(EvalSettings, cfg)  # conf/eval.yaml, typed and checked
         evaluate_checkpoint(
             e.ckpt, split=e.split, data_root=e.data_root, device=e.device, batch_size=e.batch_size,
             protocol=e.protocol, workers=e.workers, precise_bn_batches=_precise_bn_setting(e.precise_bn_batches),

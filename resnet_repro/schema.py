@@ -1,121 +1,44 @@
-"""The config's schema: each settings dataclass (config/settings.py) as a Hydra structured config.
+"""The config's schema: the settings dataclasses (config/settings.py) as Hydra's structured configs.
 
-`register_schemas` puts them in Hydra's ConfigStore; conf/config.yaml and conf/eval.yaml list
-them first in their defaults, so composition itself refuses a setting of the wrong type or an
-unknown key. `validated` applies the same schema to a plain dict (a checkpoint's saved config,
-a test's). Either way OmegaConf's error becomes one line naming the key, the value and the
-expected type (`config_error`). No torch: the schemas are registered before a command imports it.
-
-Why schema twins and not the settings dataclasses themselves in the ConfigStore (decided in
-issue 33): the settings are frozen, so that nothing below the entry layer can change a run's
-settings, and OmegaConf makes a frozen dataclass a read-only config that overrides cannot merge
-into; and the YAML's `model.*` is one flat section (the architecture and how the model is
-built), where `ModelSettings` nests `Arch`, so `OmegaConf.to_object` would need the YAML or the
-dataclasses reshaped (every `model.depth=...` override renamed, or `settings.model.arch` split
-up). `_schema` derives each twin from its dataclass's fields, so there is one list of settings,
-and `run_settings` builds the frozen objects with the checks types cannot express.
+`register_schemas` puts `RunConfig` and `EvalSettings` in Hydra's ConfigStore; conf/config.yaml
+and conf/eval.yaml list them first in their defaults, so composition itself refuses a setting of
+the wrong type or an unknown key. `run_settings` turns a composed config (or a checkpoint's saved
+one) into the frozen settings with `OmegaConf.to_object`, whose `__post_init__`s check the ranges;
+it adds the checks that need the model or the schedule code. OmegaConf's errors become one line
+naming the key, the value and the expected type (`config_error`). No torch at import: the schemas
+are registered before a command imports it.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import types
-from dataclasses import MISSING, field, fields, make_dataclass
-from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
+from dataclasses import fields
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
-from resnet_repro.config.archs import Arch
-from resnet_repro.data.settings import DataSettings
 from resnet_repro.errors import ConfigError
-from resnet_repro.training.schedule import build_schedule
-from resnet_repro.config.settings import (
-    COMPILE_MODES,
-    WANDB_MODES,
-    BenchSettings,
-    EvalSettings,
-    LoggerSettings,
-    ModelSettings,
-    OptimSettings,
-    PlateauSettings,
-    RunSettings,
-    ScheduleSettings,
-    TrainerSettings,
-    WarmupSettings,
-    named_after_network,
-    positive_int,
-)
+from resnet_repro.training.schedule import schedule_from
+from resnet_repro.config.settings import EvalSettings, RunConfig, RunSettings, named_after_network
+
+SCHEMAS = {"run_schema": RunConfig, "eval_schema": EvalSettings}  # the names conf/*.yaml use
+T = TypeVar("T")
 
 
-# --------------------------------------------------------------------------------------------
-# Each settings dataclass as OmegaConf reads it
-# --------------------------------------------------------------------------------------------
+def _writable(node: Any) -> Any:
+    """OmegaConf makes a frozen dataclass a read-only config, which no YAML file or override
+    could merge into; the objects `to_object` makes stay frozen."""
+    node._set_flag("readonly", None)
+    if isinstance(node, DictConfig) and not node._is_none() and not node._is_missing():
+        for key in node.keys():
+            _writable(node._get_node(key))
+    return node
 
 
-def _plain_type(tp: Any) -> Any:
-    """An annotation as OmegaConf takes it: a Literal becomes its values' type (the values
-    themselves are checked with their own message, e.g. by validate_arch)."""
-    origin, args = get_origin(tp), get_args(tp)
-    if origin is Literal:
-        return type(args[0])
-    if origin in (Union, types.UnionType):
-        return Union[tuple(_plain_type(a) for a in args)]  # type: ignore[return-value]
-    return tp
-
-
-def _schema(cls: type, name: str, drop: tuple[str, ...] = (), types_: dict[str, Any] | None = None,
-            before: tuple[type, ...] = ()) -> type:
-    """A mutable twin of the frozen `cls` (frozen dataclasses make read-only configs), with the
-    fields of `before` first (flattened into one section, as the YAML is) and `types_` replacing
-    annotations. Required fields default to "???" (OmegaConf's missing value)."""
-    specs = []
-    for c in (*before, cls):
-        hints = get_type_hints(c)
-        for f in fields(c):
-            if f.name in drop:
-                continue
-            if f.default is not MISSING:
-                default = field(default=f.default)
-            elif f.default_factory is not MISSING:
-                default = field(default_factory=f.default_factory)
-            else:
-                default = field(default="???")  # type: ignore[arg-type]
-            specs.append((f.name, (types_ or {}).get(f.name, _plain_type(hints[f.name])), default))
-    return make_dataclass(name, specs)
-
-
-def _section(schema: type) -> Any:
-    return field(default_factory=schema)
-
-
-WarmupSchema = _schema(WarmupSettings, "WarmupSchema")
-PlateauSchema = _schema(PlateauSettings, "PlateauSchema")
-# model.* is one flat section: the architecture (Arch) and how the model is built and started.
-ModelSchema = _schema(ModelSettings, "ModelSchema", drop=("arch",), before=(Arch,))
-DataSchema = _schema(DataSettings, "DataSchema")
-OptimSchema = make_dataclass("OptimSchema", [("name", str, field(default="sgd"))],
-                             bases=(_schema(OptimSettings, "OptimFields"),))
-ScheduleSchema = _schema(ScheduleSettings, "ScheduleSchema", drop=("check_every",),
-                         types_={"warmup": Optional[WarmupSchema], "plateau": Optional[PlateauSchema]})
-TrainerSchema = _schema(TrainerSettings, "TrainerSchema")
-LoggerSchema = _schema(LoggerSettings, "LoggerSchema")
-BenchSchema = _schema(BenchSettings, "BenchSchema")
-EvalSchema = _schema(EvalSettings, "EvalSchema")
-RunSchema = make_dataclass("RunSchema", [
-    ("model", ModelSchema, _section(ModelSchema)),
-    ("data", DataSchema, _section(DataSchema)),
-    ("optim", OptimSchema, _section(OptimSchema)),
-    ("schedule", ScheduleSchema, _section(ScheduleSchema)),
-    ("trainer", TrainerSchema, _section(TrainerSchema)),
-    ("logger", LoggerSchema, _section(LoggerSchema)),
-    ("bench", BenchSchema, _section(BenchSchema)),
-    ("exp_name", str, field(default="???")),
-    ("seed", int, field(default=0)),
-    ("resume", Optional[str], field(default=None)),
-])
-SCHEMAS = {"run_schema": RunSchema, "eval_schema": EvalSchema}  # the names conf/*.yaml use
+def _structured(schema: type) -> DictConfig:
+    return _writable(OmegaConf.structured(schema))
 
 
 def register_schemas() -> None:
@@ -124,7 +47,7 @@ def register_schemas() -> None:
 
     cs = ConfigStore.instance()
     for name, schema in SCHEMAS.items():
-        cs.store(name=name, node=schema)
+        cs.store(name=name, node=_structured(schema))
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,7 +102,7 @@ def _lookup(values: Any, path: list[str]) -> Any:
     return values
 
 
-def config_error(e: BaseException, schema: type = RunSchema, values: Any = None, prefix: str = "") -> ConfigError | None:
+def config_error(e: BaseException, schema: type = RunConfig, values: Any = None, prefix: str = "") -> ConfigError | None:
     """OmegaConf's error (itself, or the cause of Hydra's) as our one line: `trainer.max_iters
     must be an integer, got 'fast'` or `unknown trainer setting(s) ['x']; valid: [...]`. The
     value comes from `values` (the dict that was checked) or from OmegaConf's message. None
@@ -216,92 +139,25 @@ def config_error(e: BaseException, schema: type = RunSchema, values: Any = None,
     return ConfigError(f"{where} must be {_describe(tp)}, got {value}")
 
 
-def validated(values: dict[str, Any] | DictConfig, schema: type = RunSchema, prefix: str = "") -> dict[str, Any]:
-    """`values` checked against `schema` and completed with its defaults, as a plain dict."""
+def typed(schema: type[T], values: dict[str, Any] | DictConfig, prefix: str = "") -> T:
+    """`values` as the frozen `schema` object: keys and types by OmegaConf (a missing setting
+    takes its default), ranges by the dataclasses' own checks; each error one line."""
     plain = values if isinstance(values, dict) else OmegaConf.to_container(values, resolve=True)
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), plain)
-        return OmegaConf.to_container(merged, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
+        return OmegaConf.to_object(OmegaConf.merge(_structured(schema), plain))  # type: ignore[return-value]
     except OmegaConfBaseException as e:
         raise (config_error(e, schema, plain, prefix) or ConfigError(str(e).splitlines()[0])) from None
 
 
-def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
-    """Check a composed config (or a checkpoint's saved one) and turn it into typed settings:
-    types and keys by the schema, then ranges and cross-field rules (one clear error each)."""
-    from resnet_repro.models.resnet import validate_arch
-
-    c: dict[str, Any] = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    # The schema fills in a missing setting's default, never a missing section: a partial config
-    # (a W&B run's, an old record's) is not a recipe.
-    missing = [s for s in ("model", "data", "optim", "schedule", "trainer", "logger") if not isinstance(c.get(s), dict)]
-    if missing:
-        raise ConfigError(f"the config has no {', '.join(missing)} section(s): not a run's complete config")
-    v = validated(c)
-
-    m = v["model"]
-    arch = Arch(**{k: m[k] for k in Arch.__dataclass_fields__})
-    model = ModelSettings(name=m["name"], arch=arch, bn_group_size=m["bn_group_size"], weights=m["weights"],
-                          freeze_backbone=m["freeze_backbone"])
-    if model.weights == "required":  # an exp that only makes sense from pretrained weights
-        raise ConfigError(
-            f"exp {v['exp_name']} fine-tunes pretrained weights: give model.weights=<torchvision "
-            f"{model.name.removeprefix('torchvision_')} .pth file or one of our checkpoints>"
-        )
-    if model.freeze_backbone and not model.weights:
-        raise ConfigError("model.freeze_backbone=true needs model.weights=<file> to start from")
-    validate_arch(arch, model.bn_group_size)  # every model setting is checked before any data is loaded
-
-    d = v["data"]
-    if len(d["scale"]) != 2:  # a schema's tuple has no length
-        raise ConfigError(f"data.scale must be a list of 2 integers, got {d['scale']!r}")
-    data = DataSettings(**{**d, "scale": tuple(d["scale"])})
-    if data.val_size < 0:
-        raise ConfigError(f"data.val_size must be >= 0, got {data.val_size}")
-
-    optim = OptimSettings(**{k: x for k, x in v["optim"].items() if k != "name"})
-    if not 0 <= optim.momentum < 1:  # 1 or more never forgets a gradient: the steps grow without bound
-        raise ConfigError(f"optim.momentum must be in [0, 1) (the paper: 0.9), got {optim.momentum}")
-    if not (math.isfinite(optim.weight_decay) and optim.weight_decay >= 0):
-        raise ConfigError(f"optim.weight_decay must be >= 0 (the paper: 0.0001), got {optim.weight_decay}")
-    if optim.nesterov and optim.momentum == 0:
-        raise ConfigError("optim.nesterov=true needs optim.momentum > 0")
-
-    s = dict(v["schedule"])
-    warmup = dict(s.pop("warmup") or {})
-    check_every = positive_int(warmup.pop("check_every", 100), "schedule.warmup.check_every")
-    if warmup.get("max_iters") is not None:
-        positive_int(warmup["max_iters"], "schedule.warmup.max_iters")
-    schedule = ScheduleSettings(**{**s, "milestones": tuple(s["milestones"])}, warmup=warmup or None,
-                                check_every=check_every)
-    # The schedule's own range checks (plateau factor, warm-up threshold, ...), now rather than
-    # after the data has loaded.
-    build_schedule(schedule.kind, base_lr=schedule.base_lr, milestones=schedule.milestones, gamma=schedule.gamma,
-                   warmup=schedule.warmup, plateau=schedule.plateau)
-    if schedule.kind == "plateau" and data.val_size == 0:
+def _between_sections(config: RunConfig) -> None:
+    """The rules that tie sections together (each section checked its own ranges when made)."""
+    model, trainer = config.model, config.trainer
+    if config.schedule.kind == "plateau" and config.data.val_size == 0:
         # Nothing to watch: the LR would silently stay at base_lr for the whole run.
         raise ConfigError(
             "schedule kind 'plateau' watches the held-out error, but data.val_size=0 holds out nothing: "
             "set data.val_size=N (e.g. 10000) or use a fixed schedule (schedule=imagenet_step)"
         )
-
-    t = v["trainer"]
-    for key in ("amp", "channels_last", "compile"):  # `compile: false` (a YAML bool) means off
-        t[key] = str(t[key]).lower()
-    for key in ("batch_size", "max_iters", "eval_every", "log_every", "ckpt_every", "eval_batch_size"):
-        positive_int(t[key], f"trainer.{key}")
-    trainer = TrainerSettings(**t)
-    if trainer.max_skipped_steps < 0:
-        raise ConfigError(f"trainer.max_skipped_steps must be an integer >= 0, got {trainer.max_skipped_steps!r}")
-    trainer.max_time_s  # noqa: B018  (a malformed duration: one line now, not mid-run)
-    if trainer.pause_at is not None:
-        positive_int(trainer.pause_at, "trainer.pause_at")
-    if trainer.compile not in COMPILE_MODES:
-        raise ConfigError(f"trainer.compile must be one of {', '.join(COMPILE_MODES)}, got {trainer.compile!r}")
-    if trainer.amp not in ("auto", "bf16", "off", "false"):
-        raise ConfigError(f"trainer.amp must be auto, bf16 or off, got {trainer.amp!r}")
-    if trainer.channels_last not in ("auto", "on", "off", "true", "false"):
-        raise ConfigError(f"trainer.channels_last must be auto, on or off, got {trainer.channels_last!r}")
     if trainer.sync_bn and model.bn_group_size is not None:
         raise ConfigError("trainer.sync_bn=true and model.bn_group_size are exclusive (SyncBN pools every process)")
     g = model.bn_group_size
@@ -310,24 +166,29 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
             f"trainer.batch_size={trainer.batch_size} is not a multiple of model.bn_group_size={g}"
         )
 
-    logger = LoggerSettings(**{**v["logger"], "tags": tuple(v["logger"]["tags"])})
-    if logger.name not in ("wandb", "none"):
-        raise ConfigError(f"unknown logger {logger.name!r}; choose wandb or none")
-    if logger.mode not in WANDB_MODES:
-        raise ConfigError(f"logger.mode must be one of {', '.join(WANDB_MODES)}, got {logger.mode!r}")
 
-    if v["seed"] < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {v['seed']!r}")
-    exp_name = str(c.get("exp_name") or model.name)
-    model, exp_name, renamed_from = named_after_network(model, exp_name)
-    return RunSettings(
-        exp_name=exp_name,
-        renamed_from=renamed_from,
-        seed=v["seed"],
-        model=model,
-        data=data,
-        optim=optim,
-        schedule=schedule,
-        trainer=trainer,
-        logger=logger,
-    )
+def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
+    """A composed config (or a checkpoint's saved one) as typed, checked settings, named after
+    the network they train."""
+    from resnet_repro.models.resnet import validate_arch
+
+    c: dict[str, Any] = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    # The schema fills in a missing setting's default, never a missing section: a partial config
+    # (a W&B run's, an old record's) is not a recipe.
+    missing = [s for s in ("model", "data", "optim", "schedule", "trainer", "logger") if not isinstance(c.get(s), dict)]
+    if missing:
+        raise ConfigError(f"the config has no {', '.join(missing)} section(s): not a run's complete config")
+    config = typed(RunConfig, c)
+    model = config.model
+    if model.weights == "required":  # an exp that only makes sense from pretrained weights
+        raise ConfigError(
+            f"exp {config.exp_name} fine-tunes pretrained weights: give model.weights=<torchvision "
+            f"{model.name.removeprefix('torchvision_')} .pth file or one of our checkpoints>"
+        )
+    validate_arch(model.arch, model.bn_group_size)  # every model setting is checked before any data is loaded
+    # The schedule's own range checks (plateau factor, warm-up threshold, ...), now rather than
+    # after the data has loaded.
+    schedule_from(config.schedule)
+    _between_sections(config)
+    model, exp_name, renamed_from = named_after_network(model, config.exp_name or model.name)
+    return RunSettings(**{**vars(config), "model": model, "exp_name": exp_name}, renamed_from=renamed_from)

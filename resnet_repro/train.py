@@ -48,7 +48,7 @@ from resnet_repro.training.inputs import build_training_data
 from resnet_repro.training.loop import RunParts, Trainer
 from resnet_repro.training.model import make_model
 from resnet_repro.training.policy import emulated_bf16_note, resolve_device, resolve_precision
-from resnet_repro.training.schedule import build_schedule
+from resnet_repro.training.schedule import schedule_from
 from resnet_repro.training.step import make_sgd, set_tf32
 
 
@@ -241,21 +241,19 @@ def build_parts(settings: RunSettings, run_dir: Path, world: World, device: torc
     set_tf32(tr.tf32)
     data = build_training_data(settings.data, settings.seed, batch_size=per_process_batch(tr.batch_size, world),
                                eval_batch_size=tr.eval_batch_size, device=device, world=world)
-    arch = replace(settings.model.arch, num_classes=settings.model.arch.num_classes or data.num_classes)
-    settings = replace(settings, model=replace(settings.model, arch=arch))
+    m = settings.model
+    settings = replace(settings, model=replace(m, num_classes=m.num_classes or data.num_classes))
     ckpt, ckpt_from = resume_checkpoint(run_dir)  # last.pt, or prev.pt if last.pt is broken
     if ckpt is not None:
         check_same_data(ckpt, data.fingerprint, settings.data.root or settings.data.name)  # the likelier cause
-        check_compatible(ckpt, model_name=settings.model.name, arch=arch.as_dict(), path=ckpt_from)
+        check_compatible(ckpt, model_name=settings.model.name, arch=settings.model.arch.as_dict(), path=ckpt_from)
     # `auto` follows this machine in every session: a resumed run may change precision (the
     # loop records where, in the summary's precision_history)
     precision = resolve_precision(tr.amp, tr.channels_last, device)
     if (note := emulated_bf16_note(precision, device)) and world.is_main:
         print(f"note: {note}")
     model = make_model(settings, device, world, channels_last=precision.channels_last)
-    s = settings.schedule
-    schedule = build_schedule(s.kind, base_lr=s.base_lr, milestones=s.milestones, gamma=s.gamma, warmup=s.warmup,
-                              plateau=s.plateau)
+    schedule = schedule_from(settings.schedule)
     o = settings.optim
     optimizer = make_sgd([p for p in model.parameters() if p.requires_grad], lr=schedule.lr(0), momentum=o.momentum,
                          weight_decay=o.weight_decay, nesterov=o.nesterov, device=device)

@@ -94,3 +94,16 @@ def test_eval_device_error_names_evals_own_key(tmp_path) -> None:
     train_tiny(tmp_path, ["trainer.max_iters=2", "trainer.eval_every=2"])
     with pytest.raises(ConfigError, match=r"^device=cuda but no CUDA device is available \(use device=cpu or auto\)$"):
         evaluate_checkpoint(tmp_path, device="cuda")
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["schedule.plateau.factor=0.5"], "schedule.plateau.factor"),  # the step schedule has no plateau rule
+    (["schedule.warmup=null", "+schedule.warmup.lr=0.1"], "schedule.warmup.lr"),
+])
+def test_an_override_under_a_null_section_is_one_line_and_writes_nothing(tmp_path, overrides, key) -> None:
+    # OmegaConf asserts here (a raw AssertionError traceback before).
+    r = subprocess.run([sys.executable, "-m", "resnet_repro", "train", *overrides, "logger=none"],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"error: cannot set {key}: ") and r.stderr.count("\n") == 1, r.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -44,7 +44,7 @@ def _chaos_floor(iters: int) -> float:
     settings = run_settings(cfg)
     cpu, world = torch.device("cpu"), World()
     data = build_training_data(settings.data, settings.seed, batch_size=32, eval_batch_size=256, device=cpu, world=world)
-    settings = replace(settings, model=replace(settings.model, arch=replace(settings.model.arch, num_classes=data.num_classes)))
+    settings = replace(settings, model=replace(settings.model, num_classes=data.num_classes))
     curves = []
     for nudge in (False, True):
         model = make_model(settings, cpu, world)

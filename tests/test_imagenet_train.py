@@ -42,7 +42,7 @@ def test_imagenet_recipe_is_the_papers() -> None:
     s = run_settings(compose_config(["+exp=imagenet_resnet50", "data.root=/x"]))
     assert (s.trainer.batch_size, s.trainer.max_iters) == (256, 600000)  # §3.4
     assert (s.schedule.kind, s.schedule.base_lr) == ("plateau", 0.1)
-    assert s.schedule.plateau["factor"] == 0.1
+    assert s.schedule.plateau.factor == 0.1
     assert (s.data.crop, tuple(s.data.scale), s.data.lighting_std) == (224, (256, 480), 0.1)
     assert s.model.arch.bottleneck_stride == "1x1" and s.model.arch.shortcut == "B"
     assert run_settings(compose_config(["+exp=imagenet_resnet34"])).model.arch.shortcut == "A"  # Table 2

@@ -17,6 +17,7 @@ from resnet_repro.training.schedule import (
     StepSchedule,
     WarmupUntilError,
     build_schedule,
+    schedule_from,
 )
 from resnet_repro.schema import run_settings
 
@@ -237,7 +238,7 @@ def noisy_drops(schedule: PlateauSchedule, seed: int, epochs: int = 150) -> list
 
 def test_imagenet_plateau_drops_at_the_plateaus_not_on_noise() -> None:
     s = run_settings(compose_config(["+exp=imagenet_resnet50", "data.root=/x"])).schedule  # as configured
-    fresh = lambda: build_schedule(s.kind, base_lr=s.base_lr, plateau=s.plateau)  # noqa: E731
+    fresh = lambda: schedule_from(s)  # noqa: E731
     assert isinstance(fresh(), PlateauSchedule)
     runs = [noisy_drops(fresh(), seed) for seed in SEEDS]
     assert all(len(r) == 2 for r in runs)  # both plateaus are found in every run
@@ -278,8 +279,7 @@ IMAGENET_EXPS = ["imagenet_plain18", "imagenet_plain34", "imagenet_resnet18", "i
 @pytest.mark.parametrize("exp", IMAGENET_EXPS)
 def test_imagenet_step_schedule_divides_by_10_every_30_epochs(exp: str) -> None:
     st = run_settings(compose_config([f"+exp={exp}", "data.root=/x", "schedule=imagenet_step"]))
-    s = build_schedule(st.schedule.kind, base_lr=st.schedule.base_lr, milestones=st.schedule.milestones,
-                       gamma=st.schedule.gamma, warmup=st.schedule.warmup)
+    s = schedule_from(st.schedule)
     assert isinstance(s, StepSchedule)
     assert st.trainer.max_iters == 600_000  # §3.4 "up to 60 x 10^4 iterations"
     # Iteration `it` runs after it * 256 images; after each full 30 epochs of the 1,281,167

@@ -120,3 +120,49 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, argv: list[str], message: str
     )
     assert r.returncode == 2
     assert r.stderr.strip() == f"error: {message}"
+
+
+# -- the settings dataclasses are the schema (issue 33, point 4) --------------------------------
+
+
+def test_hydra_composes_into_the_settings_dataclasses_themselves() -> None:
+    from resnet_repro.config.settings import ModelSettings, RunConfig, TrainerSettings, WarmupSettings
+
+    cfg = compose_config(["+exp=cifar_resnet110", "model.depth=56", "trainer.max_iters=10"])
+    assert OmegaConf.get_type(cfg.model) is ModelSettings and OmegaConf.get_type(cfg.trainer) is TrainerSettings
+    config = OmegaConf.to_object(cfg)  # no parsing of ours in between
+    assert isinstance(config, RunConfig)
+    assert (config.model.depth, config.model.arch.depth, config.trainer.max_iters) == (56, 56, 10)
+    assert config.schedule.warmup == WarmupSettings(enabled=True, lr=0.01, error_threshold=0.8, max_iters=4000)
+
+
+def test_settings_check_their_own_ranges_whoever_makes_them() -> None:
+    from resnet_repro.config.settings import LoggerSettings, OptimSettings, TrainerSettings
+
+    with pytest.raises(ConfigError, match=r"^trainer.batch_size must be a positive integer, got 0$"):
+        TrainerSettings(batch_size=0)
+    with pytest.raises(ConfigError, match=r"^optim.momentum must be in \[0, 1\)"):
+        OptimSettings(momentum=1.0)
+    assert LoggerSettings(tags=["a"]).tags == ("a",)  # lists (OmegaConf's) become the declared tuples
+    assert TrainerSettings(compile=False).compile == "false"  # a YAML bool means off
+
+
+def test_the_settings_a_run_gets_are_frozen() -> None:
+    import dataclasses
+
+    s = run_settings(_config("default"))
+    for section, key in ((s.trainer, "batch_size"), (s.model, "depth"), (s, "seed")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(section, key, 1)
+
+
+def test_an_optimiser_we_do_not_build_is_refused() -> None:
+    # Before the settings were the schema, optim.name was read by nothing: adam trained SGD.
+    with pytest.raises(ConfigError, match=r"^optim.name must be sgd .*got 'adam'$"):
+        run_settings(_with(_config("default"), "optim.name", "adam"))
+
+
+@pytest.mark.parametrize("group", [0, 1, -64])
+def test_a_bn_group_below_two_is_one_line_before_the_batch_is_divided_by_it(group: int) -> None:
+    with pytest.raises(ConfigError, match=rf"^bn_group_size must be an integer >= 2 \(or null for ordinary BN\), got {group}$"):
+        run_settings(_with(_config("default"), "model.bn_group_size", group))

@@ -20,7 +20,7 @@ from resnet_repro.data.build import load_cifar_splits
 from resnet_repro.config.paths import CONF_DIR
 from resnet_repro.evaluate import evaluate_checkpoint
 from resnet_repro.runs.sinks import read_jsonl, round_floats
-from resnet_repro.training.schedule import build_schedule
+from resnet_repro.training.schedule import schedule_from
 from resnet_repro.schema import run_settings
 from resnet_repro.train import train_from_config
 
@@ -71,16 +71,14 @@ def test_a_run_of_each_paper_exp_as_configured_on_the_papers_data_gets_the_paper
 
 def test_cifar_recipe_learning_rate_by_iteration() -> None:
     s = run_settings(compose_config(["+exp=cifar_resnet56"]))
-    sch = build_schedule(s.schedule.kind, base_lr=s.schedule.base_lr, milestones=s.schedule.milestones,
-                         gamma=s.schedule.gamma, warmup=s.schedule.warmup)
+    sch = schedule_from(s.schedule)
     lrs = {it: sch.lr(it) for it in (0, 31999, 32000, 47999, 48000, 63999, s.trainer.max_iters)}
     assert lrs == pytest.approx({0: 0.1, 31999: 0.1, 32000: 0.01, 47999: 0.01, 48000: 0.001, 63999: 0.001, 64000: 0.001})
 
 
 def test_resnet110_recipe_warms_up_at_001_until_train_error_below_80_percent() -> None:
     s = run_settings(compose_config(["+exp=cifar_resnet110"]))
-    sch = build_schedule(s.schedule.kind, base_lr=s.schedule.base_lr, milestones=s.schedule.milestones,
-                         gamma=s.schedule.gamma, warmup=s.schedule.warmup)
+    sch = schedule_from(s.schedule)
     assert sch.lr(0) == pytest.approx(0.01)
     assert sch.observe_train_error(99, 0.85) is False
     assert sch.observe_train_error(399, 0.79) is True

@@ -32,15 +32,23 @@ CIFAR_WIDTHS = (16, 32, 64)  # §4.2: {16, 32, 64} filters on maps of {32, 16, 8
 class Arch:
     """Everything that determines a network's shape: what a checkpoint must match."""
 
-    family: Family
+    # Plain `str` where the aliases above say which values: the settings' schema is built from
+    # these fields, and OmegaConf has no Literal (models.resnet.validate_arch checks the values).
+    family: str  # Family
     depth: int
     residual: bool = True
-    shortcut: Shortcut = "A"
-    bottleneck_stride: BottleneckStride = "1x1"
+    shortcut: str = "A"  # Shortcut
+    bottleneck_stride: str = "1x1"  # BottleneckStride
     num_classes: int | None = None  # None: the family's (10 for CIFAR-10, 1000 for ImageNet)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def check_group_size(group_size: int | None) -> None:
+    """`model.bn_group_size`: images per BN group (models/grouped_bn.py), or None for ordinary BN."""
+    if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2):
+        raise ConfigError(f"bn_group_size must be an integer >= 2 (or null for ordinary BN), got {group_size!r}")
 
 
 def _named() -> dict[str, Arch]:

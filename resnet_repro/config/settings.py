@@ -1,34 +1,56 @@
-"""Typed settings of a run, built from the Hydra config in one place.
+"""Typed settings of a run: conf/config.yaml's sections as frozen dataclasses, and the config's schema.
 
-The dataclasses below are also the config's schema (`resnet_repro/schema.py`): Hydra checks types and
-keys at composition, and `schema.run_settings(cfg)` adds only what a schema cannot say:
-value ranges and the rules that tie settings together (a BN group must divide the batch, a
-plateau needs a holdout, ...). This module imports no other config module: the schema and the
-parse sit above it.
+`RunConfig` is the whole file (a section per group, then the top-level keys); resnet_repro/schema.py
+registers it in Hydra's ConfigStore, so composition itself refuses an unknown key or a value of the
+wrong type, and `schema.run_settings(cfg)` turns a composed config into these objects with
+`OmegaConf.to_object`. What a type cannot say is checked where the objects are made: each
+section's `__post_init__` checks its own ranges (one clear line each). Two kinds of check run in
+`schema.run_settings`, the one layer above: those that need the model's or the schedule's code
+(a depth of the form 6n+2; the warm-up's and the plateau rule's ranges, which training/schedule.py
+owns), and the rules that tie sections together (a BN group must divide the batch, a plateau
+needs a holdout), after them (a rule between sections assumes each side is valid).
 
-`train` and `eval` (the entry layer) call `run_settings(cfg)`; everything below takes these
-dataclasses or plain arguments and never sees a DictConfig. No torch here: the schemas are
-registered before a command imports it.
+Frozen, so nothing below the entry layer changes a run's settings. No torch here: the schema is
+registered before a command imports it. Imports no other config module but `archs`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Optional
 
+from omegaconf import MISSING
 
-from resnet_repro.config.archs import Arch, names_after_network
+from resnet_repro.config.archs import Arch, check_group_size, names_after_network
 from resnet_repro.data.settings import DataSettings
 from resnet_repro.errors import ConfigError
 
 
-@dataclass(frozen=True)
-class ModelSettings:
+def _set(obj: Any, name: str, value: Any) -> None:
+    """A frozen dataclass's field, normalised in its __post_init__ (OmegaConf gives lists for tuples)."""
+    object.__setattr__(obj, name, value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSettings(Arch):
+    """`model.*`: one flat section, the architecture (Arch's fields, first) and how the model
+    is built and started."""
+
     name: str
-    arch: Arch
     bn_group_size: int | None = None
     weights: str | None = None  # start from these weights (torchvision file or our checkpoint)
     freeze_backbone: bool = False  # train only the classifier head (with `weights`)
+
+    def __post_init__(self) -> None:
+        check_group_size(self.bn_group_size)  # before RunConfig divides the batch by it
+        if self.freeze_backbone and not self.weights:
+            raise ConfigError("model.freeze_backbone=true needs model.weights=<file> to start from")
+
+    @property
+    def arch(self) -> Arch:
+        """The network's shape alone (what a checkpoint must match)."""
+        return Arch(**{f.name: getattr(self, f.name) for f in fields(Arch)})
 
 
 @dataclass(frozen=True)
@@ -36,6 +58,44 @@ class OptimSettings:
     momentum: float = 0.9  # §3.4, §4.2
     weight_decay: float = 1e-4  # §3.4, §4.2
     nesterov: bool = False
+    name: str = "sgd"  # §3.4: SGD; the only optimiser the harness builds
+
+    def __post_init__(self) -> None:
+        if self.name != "sgd":
+            raise ConfigError(f"optim.name must be sgd (the paper's optimiser, the only one built), got {self.name!r}")
+        if not 0 <= self.momentum < 1:  # 1 or more never forgets a gradient: the steps grow without bound
+            raise ConfigError(f"optim.momentum must be in [0, 1) (the paper: 0.9), got {self.momentum}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"optim.weight_decay must be >= 0 (the paper: 0.0001), got {self.weight_decay}")
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("optim.nesterov=true needs optim.momentum > 0")
+
+
+@dataclass(frozen=True)
+class WarmupSettings:
+    """schedule.warmup (§4.2's warm-up of ResNet-110/1202); the defaults are schedule.py's."""
+
+    enabled: bool = True  # a warm-up section is on unless it says otherwise
+    lr: float = 0.01
+    error_threshold: float = 0.8
+    check_every: int = 100  # iterations averaged for the running training error
+    max_iters: int | None = None
+
+    def __post_init__(self) -> None:
+        positive_int(self.check_every, "schedule.warmup.check_every")
+        if self.max_iters is not None:
+            positive_int(self.max_iters, "schedule.warmup.max_iters")
+
+
+@dataclass(frozen=True)
+class PlateauSettings:
+    """schedule.plateau (§3.4's "divided by 10 when the error plateaus"); schedule.py's defaults."""
+
+    factor: float = 0.1
+    patience: int = 5
+    threshold: float = 1e-3
+    min_lr: float = 0.0
+    window: int = 1
 
 
 @dataclass(frozen=True)
@@ -44,9 +104,16 @@ class ScheduleSettings:
     base_lr: float = 0.1
     milestones: tuple[int, ...] = (32000, 48000)
     gamma: float = 0.1
-    warmup: dict[str, Any] | None = None  # WarmupSettings' keys but check_every (schedule.py takes a mapping)
-    check_every: int = 100  # iterations averaged for the warm-up's running training error
-    plateau: dict[str, Any] | None = None  # PlateauSettings' keys
+    warmup: Optional[WarmupSettings] = None
+    plateau: Optional[PlateauSettings] = None
+
+    def __post_init__(self) -> None:
+        _set(self, "milestones", tuple(self.milestones))
+
+    @property
+    def check_every(self) -> int:
+        """Iterations averaged for the warm-up's running training error (the warm-up's setting)."""
+        return (self.warmup or WarmupSettings()).check_every
 
 
 @dataclass(frozen=True)
@@ -70,6 +137,23 @@ class TrainerSettings:
     max_time: str | int | float | None = None  # wall-clock budget of this process: "HH:MM:SS", "DD:HH:MM:SS" or seconds
     pause_at: int | None = None  # pause at this iteration (a run at or past it trains nothing)
 
+    def __post_init__(self) -> None:
+        for key in ("amp", "channels_last", "compile"):  # `compile: false` (a YAML bool) means off
+            _set(self, key, str(getattr(self, key)).lower())
+        for key in ("batch_size", "max_iters", "eval_every", "log_every", "ckpt_every", "eval_batch_size"):
+            positive_int(getattr(self, key), f"trainer.{key}")
+        if self.max_skipped_steps < 0:
+            raise ConfigError(f"trainer.max_skipped_steps must be an integer >= 0, got {self.max_skipped_steps!r}")
+        self.max_time_s  # noqa: B018  (a malformed duration: one line now, not mid-run)
+        if self.pause_at is not None:
+            positive_int(self.pause_at, "trainer.pause_at")
+        if self.compile not in COMPILE_MODES:
+            raise ConfigError(f"trainer.compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
+        if self.amp not in ("auto", "bf16", "off", "false"):
+            raise ConfigError(f"trainer.amp must be auto, bf16 or off, got {self.amp!r}")
+        if self.channels_last not in ("auto", "on", "off", "true", "false"):
+            raise ConfigError(f"trainer.channels_last must be auto, on or off, got {self.channels_last!r}")
+
     @property
     def max_time_s(self) -> float | None:
         return parse_duration(self.max_time, "trainer.max_time")
@@ -88,40 +172,12 @@ class LoggerSettings:
     mode: str = "offline"
     tags: tuple[str, ...] = ()
 
-
-@dataclass(frozen=True)
-class RunSettings:
-    exp_name: str
-    seed: int
-    model: ModelSettings
-    data: DataSettings
-    optim: OptimSettings
-    schedule: ScheduleSettings
-    trainer: TrainerSettings
-    logger: LoggerSettings
-    renamed_from: str | None = None  # the model name the config gave, when the network is another
-
-
-@dataclass(frozen=True)
-class WarmupSettings:
-    """schedule.warmup (§4.2's warm-up of ResNet-110/1202); the defaults are schedule.py's."""
-
-    enabled: bool = True  # a warm-up section is on unless it says otherwise
-    lr: float = 0.01
-    error_threshold: float = 0.8
-    check_every: int = 100  # iterations averaged for the running training error
-    max_iters: int | None = None
-
-
-@dataclass(frozen=True)
-class PlateauSettings:
-    """schedule.plateau (§3.4's "divided by 10 when the error plateaus"); schedule.py's defaults."""
-
-    factor: float = 0.1
-    patience: int = 5
-    threshold: float = 1e-3
-    min_lr: float = 0.0
-    window: int = 1
+    def __post_init__(self) -> None:
+        _set(self, "tags", tuple(self.tags))
+        if self.name not in ("wandb", "none"):
+            raise ConfigError(f"unknown logger {self.name!r}; choose wandb or none")
+        if self.mode not in WANDB_MODES:
+            raise ConfigError(f"logger.mode must be one of {', '.join(WANDB_MODES)}, got {self.mode!r}")
 
 
 @dataclass(frozen=True)
@@ -143,6 +199,18 @@ class BenchSettings:
     # also time these training precisions (trainer.amp / channels_last forced), e.g.
     # [fp32, bf16, bf16+channels_last]: names from PRECISION_PATHS
     precisions: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _set(self, "decode_paths", tuple(self.decode_paths))
+        _set(self, "precisions", tuple(self.precisions))
+        bad = [p for p in self.precisions if p not in PRECISION_PATHS]
+        if bad:
+            raise ConfigError(f"unknown bench.precisions {bad}; choose from {', '.join(PRECISION_PATHS)}")
+        if self.iters < 1 or self.warmup < 0 or self.concurrent < 1 or self.baseline_workers < 0 or self.input_iters < 1:
+            raise ConfigError(
+                "bench.iters must be >= 1, bench.warmup >= 0, bench.concurrent >= 1, bench.baseline_workers >= 0 "
+                "and bench.input_iters >= 1"
+            )
 
 
 # bench.precisions: training precisions timed side by side in one invocation (issue 19):
@@ -170,8 +238,36 @@ class EvalSettings:
     precise_bn_batches: str | int = "auto"  # "auto" or a count (checked by evaluate.py)
 
 
+@dataclass(frozen=True)
+class RunConfig:
+    """conf/config.yaml as a whole, in its order: the schema Hydra composes against (a section
+    with required keys is MISSING until a group file fills it)."""
+
+    model: ModelSettings = MISSING
+    data: DataSettings = MISSING
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    trainer: TrainerSettings = field(default_factory=TrainerSettings)
+    logger: LoggerSettings = field(default_factory=LoggerSettings)
+    bench: BenchSettings = field(default_factory=BenchSettings)  # `bench` only
+    exp_name: str = MISSING
+    seed: int = 0
+    resume: str | None = None  # a run dir to continue (the entry layer's: hydra_entry, train)
+
+    def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSettings(RunConfig):
+    """A run's settings as the trainer gets them: the config, named after the network it trains."""
+
+    renamed_from: str | None = None  # the model name the config gave, when the network is another
+
+
 # --------------------------------------------------------------------------------------------
-# From a composed config: ranges and the rules between settings
+# Naming and the checks the dataclasses share
 # --------------------------------------------------------------------------------------------
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from resnet_repro.errors import ConfigError
+
 CIFAR_SOURCES = ("cifar10", "cifar10_folder", "synthetic")
 DATA_SOURCES = (*CIFAR_SOURCES, "imagenet")
 NORMS = ("per_pixel", "imagenet")
@@ -29,3 +31,10 @@ class DataSettings:
     scale: tuple[int, int] = (256, 480)  # imagenet: §3.4 shorter side in [256, 480]
     lighting_std: float = 0.1  # imagenet: §3.4 PCA colour augmentation, alpha std 0.1
     decode: str = "auto"  # imagenet: where JPEGs are decoded and augmented (device_input.py)
+
+    def __post_init__(self) -> None:
+        if len(self.scale) != 2:  # the schema's tuple[int, int] is a list of any length to OmegaConf
+            raise ConfigError(f"data.scale must be a list of 2 integers, got {list(self.scale)!r}")
+        object.__setattr__(self, "scale", tuple(self.scale))  # OmegaConf gives a list
+        if self.val_size < 0:
+            raise ConfigError(f"data.val_size must be >= 0, got {self.val_size}")

@@ -9,13 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from resnet_repro.errors import ConfigError
-
-
-
-def _check_group_size(group_size: int | None) -> None:
-    if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2):
-        raise ConfigError(f"bn_group_size must be an integer >= 2 (or null for ordinary BN), got {group_size!r}")
+from resnet_repro.config.archs import check_group_size as _check_group_size
 
 
 class GroupedBatchNorm2d(nn.BatchNorm2d):

@@ -81,7 +81,7 @@ IGNORED: dict[str, str] = {
     "seed": "seeds are the report's n, not a recipe",
     "renamed_from": "a label",
     "model.name": "a label (the architecture's own fields are compared)",
-    "model.arch.num_classes": "null means the data's classes; the measured number of classes is compared",
+    "model.num_classes": "null means the data's classes; the measured number of classes is compared",
     "data.name": "judged on its own: the paper's files, the JPEG copy (no verdict) or other data",
     "data.root": "a path (where the same data lives)",
     "data.download": "whether torchvision may download the same files",
@@ -101,12 +101,14 @@ IGNORED: dict[str, str] = {
     "trainer.max_time": "when the process stops (a paused run is incomplete, never judged)",
     "trainer.pause_at": "when the process stops (a paused run is incomplete, never judged)",
     "logger.": "logging",
+    "bench.": "the bench command's settings",
+    "resume": "which run dir continues (the run's own settings are compared)",
 }
 
 # Readable names of the recipe keys a user is likeliest to change (others show as their key).
 LABELS = {
-    "model.arch.family": "model family", "model.arch.depth": "depth", "model.arch.residual": "residual",
-    "model.arch.shortcut": "shortcut", "model.arch.bottleneck_stride": "bottleneck stride",
+    "model.family": "model family", "model.depth": "depth", "model.residual": "residual",
+    "model.shortcut": "shortcut", "model.bottleneck_stride": "bottleneck stride",
     "model.bn_group_size": "BN group size", "model.weights": "starting weights",
     "model.freeze_backbone": "frozen backbone", "data.val_size": "held-out images", "data.pad": "pad",
     "data.flip": "flip", "data.norm": "normalisation", "data.resize": "resize",
@@ -185,7 +187,7 @@ def ignored(key: str, items: Mapping[str, Any]) -> bool:
     if key in IGNORED or any(key.startswith(p) for p in IGNORED if p.endswith(".")):
         return True
     # INERT: settings that cannot act given the others
-    if (key.startswith("schedule.warmup.") and key != "schedule.warmup.enabled") or key == "schedule.check_every":
+    if key.startswith("schedule.warmup.") and key != "schedule.warmup.enabled":
         return not items.get("schedule.warmup.enabled")
     if key.startswith("schedule.plateau."):
         return items.get("schedule.kind") != "plateau"

@@ -150,7 +150,7 @@ class Ordering:
 
 
 # What may differ between two depths compared in Figure 6: the depth, and ResNet-110's warm-up.
-_DEPTH_KEYS = ("model.arch.depth", "schedule.warmup")
+_DEPTH_KEYS = ("model.depth", "schedule.warmup")
 
 
 def _training_recipe(g: Group) -> tuple | None:

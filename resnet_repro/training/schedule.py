@@ -16,8 +16,10 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import Any, Protocol, runtime_checkable
 
+from resnet_repro.config.settings import ScheduleSettings
 from resnet_repro.errors import CheckpointError, ConfigError
 
 SCHEDULE_KINDS = ("step", "plateau")
@@ -322,3 +324,10 @@ def build_schedule(
         if w.pop("enabled", True):  # the constructor's defaults for what `w` leaves out
             schedule = WarmupUntilError(schedule, **{("warmup_lr" if k == "lr" else k): v for k, v in w.items()})
     return schedule
+
+
+def schedule_from(s: ScheduleSettings) -> Schedule:
+    """The schedule `schedule.*` describes (the warm-up's check_every paces the loop, not the LR)."""
+    warmup = None if s.warmup is None else {k: v for k, v in asdict(s.warmup).items() if k != "check_every"}
+    return build_schedule(s.kind, base_lr=s.base_lr, milestones=s.milestones, gamma=s.gamma, warmup=warmup,
+                          plateau=None if s.plateau is None else asdict(s.plateau))

@@ -64,7 +64,7 @@ def run_summary(t: Summarised, status: str) -> dict[str, Any]:
         "batch_size": tr.batch_size, "max_iters": tr.max_iters,
         "schedule": {
             "kind": s.schedule.kind, "base_lr": s.schedule.base_lr, "milestones": list(s.schedule.milestones),
-            "gamma": s.schedule.gamma, "warmup": bool((s.schedule.warmup or {}).get("enabled")),
+            "gamma": s.schedule.gamma, "warmup": bool(s.schedule.warmup and s.schedule.warmup.enabled),
         },
         "bn_group_size": s.model.bn_group_size, "weights": s.model.weights,
         "weights_digest": weights_digest(t.model.state_dict()),  # what eval_*.json records name
