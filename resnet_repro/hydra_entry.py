@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from resnet_repro.schema import register_schemas
 from resnet_repro.config.paths import CONF_DIR
+from resnet_repro.errors import ReproError
 
 
 def run_stamp() -> str:
@@ -52,7 +53,7 @@ def run_name(exp_name: str, model_name: str, family: str, depth: int, residual: 
     try:
         return names_after_network(model_name, exp_name, Arch(family, int(depth), bool(residual), shortcut,
                                                               bottleneck_stride))[1]
-    except (TypeError, ValueError):  # a malformed setting: run_settings names it properly
+    except (TypeError, ValueError, ReproError):  # a malformed setting: run_settings names it properly
         return exp_name
 
 

@@ -4,7 +4,7 @@
 and conf/eval.yaml list them first in their defaults, so composition itself refuses a setting of
 the wrong type or an unknown key. `run_settings` turns a composed config (or a checkpoint's saved
 one) into the frozen settings with `OmegaConf.to_object`, whose `__post_init__`s check the ranges;
-it adds the checks that need the model or the schedule code. OmegaConf's errors become one line
+it adds the schedule code's own checks and the rules between sections. OmegaConf's errors become one line
 naming the key, the value and the expected type (`config_error`). No torch at import: the schemas
 are registered before a command imports it.
 """
@@ -170,8 +170,6 @@ def _between_sections(config: RunConfig) -> None:
 def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
     """A composed config (or a checkpoint's saved one) as typed, checked settings, named after
     the network they train."""
-    from resnet_repro.models.resnet import validate_arch
-
     c: dict[str, Any] = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     # The schema fills in a missing setting's default, never a missing section: a partial config
     # (a W&B run's, an old record's) is not a recipe.
@@ -185,7 +183,6 @@ def run_settings(cfg: DictConfig | dict[str, Any]) -> RunSettings:
             f"exp {config.exp_name} fine-tunes pretrained weights: give model.weights=<torchvision "
             f"{model.name.removeprefix('torchvision_')} .pth file or one of our checkpoints>"
         )
-    validate_arch(model.arch, model.bn_group_size)  # every model setting is checked before any data is loaded
     # The schedule's own range checks (plateau factor, warm-up threshold, ...), now rather than
     # after the data has loaded.
     schedule_from(config.schedule)

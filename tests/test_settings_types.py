@@ -166,3 +166,16 @@ def test_an_optimiser_we_do_not_build_is_refused() -> None:
 def test_a_bn_group_below_two_is_one_line_before_the_batch_is_divided_by_it(group: int) -> None:
     with pytest.raises(ConfigError, match=rf"^bn_group_size must be an integer >= 2 \(or null for ordinary BN\), got {group}$"):
         run_settings(_with(_config("default"), "model.bn_group_size", group))
+
+
+def test_the_model_section_checks_the_architecture_itself_and_first() -> None:
+    from resnet_repro.config.archs import Arch
+
+    with pytest.raises(ConfigError, match=r"^CIFAR ResNet depth must be 6n\+2 .*got 21$"):
+        Arch("cifar", 21)  # no torch, no model built
+    with pytest.raises(ConfigError, match=r"^plain nets have no shortcuts"):
+        Arch("imagenet", 34, residual=False, shortcut="B")
+    # model is the config's first section: its faults are named before the others'
+    bad = _with(_with(_config("default"), "model.depth", 21), "trainer.batch_size", 0)
+    with pytest.raises(ConfigError, match=r"^CIFAR ResNet depth must be 6n\+2"):
+        run_settings(bad)

@@ -33,7 +33,7 @@ class Arch:
     """Everything that determines a network's shape: what a checkpoint must match."""
 
     # Plain `str` where the aliases above say which values: the settings' schema is built from
-    # these fields, and OmegaConf has no Literal (models.resnet.validate_arch checks the values).
+    # these fields, and OmegaConf has no Literal (__post_init__ checks the values).
     family: str  # Family
     depth: int
     residual: bool = True
@@ -41,8 +41,44 @@ class Arch:
     bottleneck_stride: str = "1x1"  # BottleneckStride
     num_classes: int | None = None  # None: the family's (10 for CIFAR-10, 1000 for ImageNet)
 
+    def __post_init__(self) -> None:
+        """Every field checked, one clear line each: a network the models can build, or an error."""
+        check_depth(self.family, self.depth)
+        check_options(self.residual, self.shortcut, self.bottleneck_stride)
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ConfigError(f"num_classes must be >= 1, got {self.num_classes}")
+
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def check_depth(family: str, depth: int) -> None:
+    """A depth the family has: 6n+2 on CIFAR (§4.2), Table 1's on ImageNet."""
+    if family == "cifar":
+        if depth < 8 or (depth - 2) % 6:
+            raise ConfigError(
+                f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, 1202, ...), got {depth}"
+            )
+    elif family == "imagenet":
+        if depth not in IMAGENET_LAYERS:
+            raise ConfigError(
+                f"ImageNet ResNet depth must be one of {sorted(IMAGENET_LAYERS)} (Table 1), got {depth}"
+            )
+    else:
+        raise ConfigError(f"unknown model family {family!r}; choose 'cifar' or 'imagenet'")
+
+
+def check_options(residual: bool, shortcut: str, bottleneck_stride: str) -> None:
+    """The shortcut option (§3.3) and the bottleneck's stride."""
+    if shortcut not in SHORTCUTS:
+        raise ConfigError(f"unknown shortcut option {shortcut!r}; choose A, B or C (§3.3)")
+    if not residual and shortcut != "A":
+        raise ConfigError(
+            f"plain nets have no shortcuts, so shortcut={shortcut!r} does not apply "
+            "(use residual=true for option B/C)"
+        )
+    if bottleneck_stride not in BOTTLENECK_STRIDES:
+        raise ConfigError(f"bottleneck_stride must be '1x1' (paper) or '3x3' (v1.5), got {bottleneck_stride!r}")
 
 
 def check_group_size(group_size: int | None) -> None:

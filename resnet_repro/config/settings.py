@@ -4,11 +4,11 @@
 registers it in Hydra's ConfigStore, so composition itself refuses an unknown key or a value of the
 wrong type, and `schema.run_settings(cfg)` turns a composed config into these objects with
 `OmegaConf.to_object`. What a type cannot say is checked where the objects are made: each
-section's `__post_init__` checks its own ranges (one clear line each). Two kinds of check run in
-`schema.run_settings`, the one layer above: those that need the model's or the schedule's code
-(a depth of the form 6n+2; the warm-up's and the plateau rule's ranges, which training/schedule.py
-owns), and the rules that tie sections together (a BN group must divide the batch, a plateau
-needs a holdout), after them (a rule between sections assumes each side is valid).
+section's `__post_init__` checks its own ranges (one clear line each; the model's, first in the
+file, a depth of the form 6n+2 and the shortcut option with `archs.Arch`). Two kinds of check run
+in `schema.run_settings`, the one layer above: the warm-up's and the plateau rule's ranges, which
+training/schedule.py owns, and then the rules that tie sections together (a BN group must divide
+the batch, a plateau needs a holdout; each assumes both sides valid).
 
 Frozen, so nothing below the entry layer changes a run's settings. No torch here: the schema is
 registered before a command imports it. Imports no other config module but `archs`.
@@ -43,7 +43,8 @@ class ModelSettings(Arch):
     freeze_backbone: bool = False  # train only the classifier head (with `weights`)
 
     def __post_init__(self) -> None:
-        check_group_size(self.bn_group_size)  # before RunConfig divides the batch by it
+        super().__post_init__()  # the architecture (Arch's checks: depth 6n+2, shortcut option, ...)
+        check_group_size(self.bn_group_size)  # before the batch is divided by it
         if self.freeze_backbone and not self.weights:
             raise ConfigError("model.freeze_backbone=true needs model.weights=<file> to start from")
 

@@ -22,15 +22,15 @@ import torch
 from torch import Tensor, nn
 
 from resnet_repro.config.archs import (
-    BOTTLENECK_STRIDES,
     CIFAR_WIDTHS,
     IMAGENET_LAYERS,
     IMAGENET_WIDTHS,
     NAMED_MODELS,
-    SHORTCUTS,
     Arch,
     BottleneckStride,
     Shortcut,
+    check_depth,
+    check_options,
     get_arch,
 )
 from resnet_repro.models.blocks import (
@@ -41,7 +41,7 @@ from resnet_repro.models.blocks import (
     conv3x3,
 )
 from resnet_repro.errors import ConfigError
-from resnet_repro.models.grouped_bn import _check_group_size, _norm_factory
+from resnet_repro.models.grouped_bn import _norm_factory
 
 
 # --------------------------------------------------------------------------------------
@@ -58,15 +58,7 @@ def _check_args(
         raise ConfigError(f"unknown block {block!r}; choose from {sorted(BLOCKS)}")
     if stem not in ("cifar", "imagenet"):
         raise ConfigError(f"unknown stem {stem!r}; choose 'cifar' or 'imagenet'")
-    if shortcut not in SHORTCUTS:
-        raise ConfigError(f"unknown shortcut option {shortcut!r}; choose A, B or C (§3.3)")
-    if not residual and shortcut != "A":
-        raise ConfigError(
-            f"plain nets have no shortcuts, so shortcut={shortcut!r} does not apply "
-            "(use residual=true for option B/C)"
-        )
-    if bottleneck_stride not in BOTTLENECK_STRIDES:
-        raise ConfigError(f"bottleneck_stride must be '1x1' (paper) or '3x3' (v1.5), got {bottleneck_stride!r}")
+    check_options(residual, shortcut, bottleneck_stride)
     if len(layers) != len(widths) or not layers or min(layers) < 1:
         raise ConfigError(f"layers {list(layers)} and widths {list(widths)} must be non-empty, equal length, >= 1")
     if num_classes < 1:
@@ -180,24 +172,9 @@ class ResNet(nn.Module):
 # --------------------------------------------------------------------------------------
 
 
-def _check_depth(family: str, depth: int) -> None:
-    if family == "cifar":
-        if depth < 8 or (depth - 2) % 6:
-            raise ConfigError(
-                f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, 1202, ...), got {depth}"
-            )
-    elif family == "imagenet":
-        if depth not in IMAGENET_LAYERS:
-            raise ConfigError(
-                f"ImageNet ResNet depth must be one of {sorted(IMAGENET_LAYERS)} (Table 1), got {depth}"
-            )
-    else:
-        raise ConfigError(f"unknown model family {family!r}; choose 'cifar' or 'imagenet'")
-
-
 def _layout(family: str, depth: int) -> tuple[str, tuple[int, ...], tuple[int, ...], str, int]:
     """(block, blocks per stage, widths, stem, default classes) of a family and depth."""
-    _check_depth(family, depth)
+    check_depth(family, depth)
     if family == "cifar":
         n = (depth - 2) // 6
         block, layers, widths, stem = "basic", (n, n, n), CIFAR_WIDTHS, "cifar"
@@ -206,15 +183,6 @@ def _layout(family: str, depth: int) -> tuple[str, tuple[int, ...], tuple[int, .
         block, layers = IMAGENET_LAYERS[depth]
         widths, stem, default_classes = IMAGENET_WIDTHS, "imagenet", 1000
     return block, tuple(layers), tuple(widths), stem, default_classes
-
-
-def validate_arch(arch: Arch, bn_group_size: int | None = None) -> None:
-    """Raise ConfigError for any setting `build_from_arch(arch, bn_group_size=...)` would
-    refuse, without building (no weights allocated, no initialisation run)."""
-    block, layers, widths, stem, default_classes = _layout(arch.family, arch.depth)
-    _check_args(block, layers, widths, stem, arch.num_classes or default_classes, arch.residual,
-                arch.shortcut, arch.bottleneck_stride)
-    _check_group_size(bn_group_size)
 
 
 def build_resnet(
