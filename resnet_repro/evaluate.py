@@ -22,14 +22,17 @@ shorter side {224, 256, 384, 480, 640}, each with its flip; Table 4), or "all" o
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 
 from resnet_repro.runs.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint_path
 from resnet_repro.data.build import imagenet_norm, load_cifar_splits
+from resnet_repro.data.settings import DataSettings
 from resnet_repro.data.pipeline import eval_batches
 from resnet_repro.evaluation.metrics import evaluate
 from resnet_repro.training.step import precision, set_tf32
@@ -232,28 +235,41 @@ def evaluate_checkpoint(
     if is_akamaster(state):
         return _evaluate_akamaster(state, path, data_root, dev, batch_size, split)
     if state.get("format") != FORMAT:  # a torchvision state dict
-        name = infer_torchvision_model(state, path)
-        if not data_root:
-            raise ConfigError(f"{path} is a torchvision weights file: give data_root=<ImageNet folder with val/>")
-        from resnet_repro.data.image_files import scan_image_folder
+        return _evaluate_torchvision(state, path, data_root, dev, batch_size, protocol, workers,
+                                     precise_bn_batches, decode)
+    return _evaluate_run(state, path, split=split, data_root=data_root, dev=dev, batch_size=batch_size,
+                         protocol=protocol, workers=workers, precise_bn_batches=precise_bn_batches, decode=decode)
 
-        if precise_bn_batches:
-            raise ConfigError(f"{path} is a torchvision weights file: precise BN statistics need the run's own "
-                              f"training data and recipe (use precise_bn_batches=0)")
-        files, labels, classes = scan_image_folder(Path(data_root) / "val")
-        head = state.get("fc.weight")
-        num_classes = head.shape[0] if head is not None else get_arch(name).num_classes
-        _check_classes(num_classes, len(classes), Path(data_root) / "val")
-        # The head's own size: a fine-tuned file keeps its classifier (apply_weights would
-        # otherwise leave a head of another size freshly initialised).
-        model = build_from_arch(replace(get_arch(name), num_classes=num_classes))
-        apply_weights(model, state, path, name)
-        set_tf32(False)
-        results = _eval_imagenet(model.to(dev), files, labels, _imagenet_protocols(protocol), dev, workers,
-                                 batch_size, f"{name} from {path}", decode=decode)
-        return {"split": "test", **results[0], "bn_stats": "running", "precision": precision(dev, amp=False, tf32=False),
-                "all": results}
 
+def _evaluate_torchvision(state: dict, path: Path, data_root: str | None, dev: torch.device, batch_size: int,
+                          protocol: str, workers: int, precise_bn_batches: int | None, decode: str) -> dict[str, Any]:
+    """torchvision's weights (or a fine-tuned file of them) on an ImageNet folder's val/."""
+    name = infer_torchvision_model(state, path)
+    if not data_root:
+        raise ConfigError(f"{path} is a torchvision weights file: give data_root=<ImageNet folder with val/>")
+    from resnet_repro.data.image_files import scan_image_folder
+
+    if precise_bn_batches:
+        raise ConfigError(f"{path} is a torchvision weights file: precise BN statistics need the run's own "
+                          f"training data and recipe (use precise_bn_batches=0)")
+    files, labels, classes = scan_image_folder(Path(data_root) / "val")
+    head = state.get("fc.weight")
+    num_classes = head.shape[0] if head is not None else get_arch(name).num_classes
+    _check_classes(num_classes, len(classes), Path(data_root) / "val")
+    # The head's own size: a fine-tuned file keeps its classifier (apply_weights would
+    # otherwise leave a head of another size freshly initialised).
+    model = build_from_arch(replace(get_arch(name), num_classes=num_classes))
+    apply_weights(model, state, path, name)
+    set_tf32(False)
+    results = _eval_imagenet(model.to(dev), files, labels, _imagenet_protocols(protocol), dev, workers,
+                             batch_size, f"{name} from {path}", decode=decode)
+    return {"split": "test", **results[0], "bn_stats": "running", "precision": precision(dev, amp=False, tf32=False),
+            "all": results}
+
+
+def _evaluate_run(state: dict, path: Path, *, split: str, data_root: str | None, dev: torch.device, batch_size: int,
+                  protocol: str, workers: int, precise_bn_batches: int | None, decode: str) -> dict[str, Any]:
+    """One of our checkpoints, on its run's data: read the data, precise BN if asked, evaluate, record."""
     trained = model_from_checkpoint(state, path)  # BN grouped as trained (precise BN)
     settings, meta, arch = trained.settings, trained.meta, trained.arch
     data_settings = settings.data if data_root is None else replace(settings.data, root=str(data_root))
@@ -272,34 +288,21 @@ def evaluate_checkpoint(
         raise ConfigError(f"CIFAR is tested on the single original view (§4.2): protocol=single, got {protocol!r}")
 
     # Read the data (and check its classes) before precise BN, which can take minutes.
-    if data_settings.name == "imagenet":
-        from resnet_repro.data.image_files import scan_image_folder
-        from resnet_repro.data.imagenet import ImageNetStream
-
-        if split == "test":
-            where = Path(data_settings.root) / "val"
-            files, labels, classes = scan_image_folder(where)
-        else:
-            where = Path(data_settings.root) / "train"
-            s = ImageNetStream(data_settings.root, 1, settings.seed, device="cpu", workers=0,
-                               holdout=data_settings.val_size)
-            files, labels, classes = s.holdout_files, s.holdout_labels, s.classes
-    else:
-        splits = load_cifar_splits(data_settings, settings.seed)
-        where, classes = data_settings.root or data_settings.name, splits.classes
-    _check_classes(arch.num_classes, len(classes), where)
+    data = _eval_data(data_settings, settings.seed, split)
+    _check_classes(arch.num_classes, len(data.classes), data.where)
 
     bn_stats = "running"
     if precise_bn_batches:
         bn_stats = _precise_bn(model, settings, data_settings, dev, precise_bn_batches, workers, decode)
 
     if data_settings.name == "imagenet":
-        results = _eval_imagenet(model, files, labels, _imagenet_protocols(protocol), dev, workers, batch_size, what,
-                                 norm=imagenet_norm(data_settings.norm), decode=decode)
+        results = _eval_imagenet(model, data.files, data.labels, _imagenet_protocols(protocol), dev, workers,
+                                 batch_size, what, norm=imagenet_norm(data_settings.norm), decode=decode)
         results = [{**r, "bn_stats": bn_stats} for r in results]
         _record(path, results, split, meta["iteration"], digest, prec, default_bn)
         return {"split": split, **results[0], "iteration": meta["iteration"], "precision": prec, "all": results}
 
+    splits = data.cifar
     chosen = splits.test if split == "test" else splits.val
     if len(chosen) == 0:
         raise ConfigError(f"the run has no {split} split (data.val_size=0)")
@@ -309,3 +312,31 @@ def evaluate_checkpoint(
               "bn_stats": bn_stats}
     _record(path, [result], split, meta["iteration"], digest, prec, default_bn)
     return {**result, "iteration": meta["iteration"], "precision": prec}
+
+
+@dataclass(frozen=True)
+class _EvalData:
+    """What a run is evaluated on: ImageNet's files and labels, or CIFAR's splits."""
+
+    where: Any  # named in a class-count error
+    classes: Sequence[Any]
+    files: Sequence[Any] = ()
+    labels: Sequence[int] = ()
+    cifar: Any = None  # data.sources' CIFAR splits
+
+
+def _eval_data(data_settings: DataSettings, seed: int, split: str) -> _EvalData:
+    if data_settings.name != "imagenet":
+        splits = load_cifar_splits(data_settings, seed)
+        return _EvalData(data_settings.root or data_settings.name, splits.classes, cifar=splits)
+    from resnet_repro.data.image_files import scan_image_folder
+    from resnet_repro.data.imagenet import ImageNetStream
+
+    if split == "test":
+        where = Path(data_settings.root) / "val"
+        files, labels, classes = scan_image_folder(where)
+    else:
+        where = Path(data_settings.root) / "train"
+        s = ImageNetStream(data_settings.root, 1, seed, device="cpu", workers=0, holdout=data_settings.val_size)
+        files, labels, classes = s.holdout_files, s.holdout_labels, s.classes
+    return _EvalData(where, classes, files, labels)
