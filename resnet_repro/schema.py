@@ -29,11 +29,13 @@ T = TypeVar("T")
 
 def _writable(node: Any) -> Any:
     """OmegaConf makes a frozen dataclass a read-only config, which no YAML file or override
-    could merge into; the objects `to_object` makes stay frozen."""
+    could merge into; the objects `to_object` makes stay frozen. Every node's own flag, a MISSING
+    section's too (a group file merges into it later): OmegaConf's node methods, whose public
+    `set_readonly` cannot reach a MISSING node (omegaconf 2.3, pyproject's floor)."""
     node._set_flag("readonly", None)
     if isinstance(node, DictConfig) and not node._is_none() and not node._is_missing():
         for key in node.keys():
-            _writable(node._get_node(key))
+            _writable(node._get_node(key))  # the node itself, MISSING or None included
     return node
 
 
