@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -48,11 +49,14 @@ def run_name(exp_name: str, model_name: str, family: str, depth: int, residual: 
              bottleneck_stride: str) -> str:
     """The run dir's name: the exp's, or the network's when overrides made it another one
     (`+exp=cifar_resnet20 model.depth=32` -> cifar_resnet32; archs.names_after_network)."""
-    from resnet_repro.config.archs import Arch, names_after_network
+    from resnet_repro.config.archs import names_after_network
 
     try:
-        return names_after_network(model_name, exp_name, Arch(family, int(depth), bool(residual), shortcut,
-                                                              bottleneck_stride))[1]
+        # Unchecked (Arch would refuse a bad depth): the job dir is named after what was asked,
+        # cifar_resnet21, and run_settings refuses it in one line there.
+        shape = SimpleNamespace(family=family, depth=int(depth), residual=bool(residual), shortcut=shortcut,
+                                bottleneck_stride=bottleneck_stride)
+        return names_after_network(model_name, exp_name, shape)[1]  # type: ignore[arg-type]
     except (TypeError, ValueError, ReproError):  # a malformed setting: run_settings names it properly
         return exp_name
 
