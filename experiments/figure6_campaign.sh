@@ -19,9 +19,16 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this worktree's code, wha
 mkdir -p "$RUNS"
 DATA=(data=cifar10_folder data.root=../shared/data/cifar10-jpeg.tar.gz trainer.progress=false)
 
+# A net is done when its run dir here says so, or when its committed record does: a new machine
+# starts with an empty ~/runs, and a finished net is not trained again.
+complete() {
+  grep -qs '"status": "complete"' "$RUNS/$1-seed0/summary.json" \
+    || grep -qs '"status": "complete"' "experiments/results/cifar10-jpeg/$1-seed0/summary.json"
+}
+
 step() {  # exp: train it to the end (or the deadline); 0 once complete
   local exp=$1 dir=$RUNS/$1-seed0
-  if grep -qs '"status": "complete"' "$dir/summary.json"; then return 0; fi
+  if complete "$exp"; then return 0; fi
   echo "=== $(date -u +%H:%M:%S) $exp" >> "$RUNS/campaign.log"
   "$PYTHON" -m resnet_repro train "+exp=$exp" "${DATA[@]}" trainer.amp=auto "hydra.run.dir=$dir" \
       "trainer.max_time=\${until:$UNTIL}" >> "$dir.log" 2>&1
@@ -34,5 +41,5 @@ step() {  # exp: train it to the end (or the deadline); 0 once complete
 for exp in cifar_plain20 cifar_resnet56 cifar_plain56 cifar_resnet32 cifar_resnet44 cifar_plain32 cifar_plain44 \
            cifar_resnet110; do
   step "$exp" || exit
-  grep -qs '"status": "complete"' "$RUNS/$exp-seed0/summary.json" || exit 0  # paused: the next sitting goes on
+  complete "$exp" || exit 0  # paused: the next sitting goes on
 done
