@@ -29,7 +29,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from resnet_repro.schema import register_schemas
 from resnet_repro.config.paths import CONF_DIR
-from resnet_repro.errors import ReproError
 
 
 def run_stamp() -> str:
@@ -57,7 +56,7 @@ def run_name(exp_name: str, model_name: str, family: str, depth: int, residual: 
         shape = SimpleNamespace(family=family, depth=int(depth), residual=bool(residual), shortcut=shortcut,
                                 bottleneck_stride=bottleneck_stride)
         return names_after_network(model_name, exp_name, shape)[1]  # type: ignore[arg-type]
-    except (TypeError, ValueError, ReproError):  # a malformed setting: run_settings names it properly
+    except (TypeError, ValueError):  # int() of a malformed depth: run_settings names it properly
         return exp_name
 
 

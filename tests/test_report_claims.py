@@ -104,6 +104,38 @@ def test_depths_trained_in_other_precisions_are_compared_using_each_depths_furth
     assert p.gaps == [5.0, -2.0, -5.0, -5.0]
 
 
+def test_depths_sharing_some_seeds_are_compared_seed_for_seed_to_the_end_of_both() -> None:
+    # ResNet-20: seed 0 went on, seed 1 paused early; ResNet-56: seed 0 only. A two-seed mean of
+    # ResNet-20 would stop the comparison at 200; seed 0 against seed 0 goes to 400.
+    r20 = _run("cifar_resnet20", 20, True, {100: 70.0, 200: 60.0, 300: 50.0, 400: 40.0}, seed=0)
+    r20_s1 = _run("cifar_resnet20", 20, True, {100: 80.0, 200: 70.0}, seed=1)
+    r56 = _run("cifar_resnet56", 56, True, {100: 75.0, 200: 58.0, 300: 45.0, 400: 35.0}, seed=0)
+    (p,) = orderings(group_runs([r20, r20_s1, r56]))
+    assert p.iters == [100, 200, 300, 400] and p.paired == (0,)
+    assert p.gaps == [5.0, -2.0, -5.0, -5.0]  # against seed 0 alone, not the mean (75 at 100)
+    assert "(CIFAR-10 (JPEG copy), fp32, seed 0 of each), iterations 100-400" in p.line()
+    # Finished seeds: the final test errors of the shared seed only.
+    done = {"status": "complete", "test_err": 12.0}
+    r20, r56 = (_run(r.summary["exp_name"], r.arch["depth"], True, {100: 1.0, 200: 1.0}, seed=0, **done)
+                for r in (r20, r56))
+    (p,) = orderings(group_runs([r20, _run("cifar_resnet20", 20, True, {100: 1.0}, seed=1, status="complete",
+                                           test_err=20.0), r56]))
+    assert "ResNet-56 12.00% vs ResNet-20 12.00%" in p.line()  # seed 1's 20.0 left out of ResNet-20's
+
+
+def test_the_section_gives_a_depth_cut_to_shared_seeds_its_own_column() -> None:
+    r20 = [_run("cifar_resnet20", 20, True, {i: 50.0 + s for i in range(500, 2001, 500)}, seed=s) for s in (0, 1)]
+    r110 = [_run("cifar_resnet110", 110, True, {i: 40.0 + s for i in range(500, 2001, 500)}, seed=s) for s in (0, 1)]
+    r56 = _run("cifar_resnet56", 56, True, {i: 45.0 for i in range(500, 2001, 500)}, seed=0)
+    md = ordering_section(group_runs([*r20, *r110, r56]))
+    head = next(line for line in md if line.startswith("| iteration"))
+    assert head == ("| iteration | ResNet-20 (CIFAR-10 (JPEG copy), fp32, seed 0) | ResNet-20 (CIFAR-10 (JPEG copy), "
+                    "fp32, seeds 0, 1) | ResNet-56 | ResNet-110 (CIFAR-10 (JPEG copy), fp32, seed 0) | ResNet-110 "
+                    "(CIFAR-10 (JPEG copy), fp32, seeds 0, 1) |")
+    assert "| 500 | 50.0 | 50.5 | 45.0 | 40.0 | 40.5 |" in md
+    assert sum(line.startswith("- ResNet-") for line in md) == 3  # 56 vs 20, 110 vs 20, 110 vs 56
+
+
 def test_two_finished_depths_are_compared_by_final_test_error_and_prefixes_are_not() -> None:
     r20 = _run("cifar_resnet20", 20, True, {100: 70.0, 200: 60.0}, status="complete", test_err=12.30)
     r56 = _run("cifar_resnet56", 56, True, {100: 75.0, 200: 58.0}, status="complete", test_err=11.05)

@@ -10,7 +10,7 @@ import math
 import statistics
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from resnet_repro.report.collect import Run, data_label, number
@@ -111,6 +111,7 @@ class Ordering:
     deep: Group
     iters: list[int]
     gaps: list[float]  # deep minus shallow, points, per common iteration
+    paired: tuple[int, ...] = ()  # the seeds both trained, when the groups were cut down to them
 
     @property
     def higher(self) -> int:
@@ -127,6 +128,8 @@ class Ordering:
             claim += f" {' and '.join(warm)} began with the §4.2 warm-up at lr 0.01."
         prec = (self.deep.precision if self.deep.precision == self.shallow.precision
                 else f"{d} {self.deep.precision}, {s} {self.shallow.precision}")
+        if self.paired:
+            prec += f", seed{'s' if len(self.paired) > 1 else ''} {', '.join(map(str, self.paired))} of each"
         return (f"- {d} vs {s} ({data_label(self.deep.data)}, {prec}), iterations "
                 f"{self.iters[0]:,}-{self.iters[-1]:,}: {d}'s training error is higher at {self.higher} of {n} "
                 f"logged points, lower at {sum(g < 0 for g in self.gaps)}; mean gap {statistics.fmean(self.gaps):+.2f} "
@@ -165,10 +168,11 @@ def _furthest(groups: Sequence[Group]) -> list[Group]:
     """One group per (kind, data, recipe but for depth, depth): the one whose training-error
     curve reaches furthest (then the one with more seeds). Precision is not recipe, so a bf16
     ResNet-56 is compared with the fp32 ResNet-20 that finished, not with a bf16 prefix of it;
-    the line names both."""
+    the line names both. "Furthest" is the furthest any of its seeds logged: a finished seed 0
+    beside a paused seed 1 reaches the end (`_paired` then compares seed 0 with seed 0)."""
     best: dict[tuple, tuple[tuple[int, int], Group]] = {}
     for g in groups:
-        iters, _ = mean_curve(g.runs, "train/err")
+        iters, _ = mean_curve(g.runs, "train/err", past_shortest=True)
         rank = (iters[-1] if iters else -1, len(g.seeds()))
         k = (g.residual, g.data, _training_recipe(g), g.depth)
         if k not in best or rank > best[k][0]:
@@ -176,10 +180,24 @@ def _furthest(groups: Sequence[Group]) -> list[Group]:
     return [g for _, g in best.values()]
 
 
+def _paired(a: Group, b: Group) -> tuple[Group, Group, tuple[int, ...]]:
+    """Two depths compared seed for seed: each cut down to the seeds both trained, when they
+    share some but not all (ResNet-20 seeds 0 and 1 against ResNet-56 seed 0 compare seed 0
+    with seed 0, to the end of both, rather than a two-seed mean that stops where seed 1
+    paused). Groups with no seed in common are compared as they are, means of all their seeds."""
+    sa, sb = set(a.seeds()), set(b.seeds())
+    both = sa & sb
+    if not both or sa == sb:
+        return a, b, ()
+    cut = lambda g: replace(g, runs=[r for r in g.runs if r.seed in both])  # noqa: E731
+    return cut(a), cut(b), tuple(sorted(both))
+
+
 def orderings(groups: Sequence[Group]) -> list[Ordering]:
     """Each pair of depths of the same kind (plain or residual, CIFAR family), data and recipe
     but for the depth, from shallow to deep, that logged training error at two or more common
-    iterations; per depth the group that reached furthest, whatever its precision (`_furthest`)."""
+    iterations; per depth the group that reached furthest, whatever its precision (`_furthest`),
+    seed for seed where they share seeds (`_paired`)."""
     out = []
     key = lambda g: (g.residual, g.data, repr(_training_recipe(g)))  # noqa: E731
     cifar = sorted(_furthest([g for g in groups if g.family == "cifar"]), key=lambda g: (key(g), g.depth))
@@ -187,13 +205,14 @@ def orderings(groups: Sequence[Group]) -> list[Ordering]:
         for b in cifar[i + 1:]:
             if key(a) != key(b) or a.depth == b.depth:
                 continue
-            ia, ea = mean_curve(a.runs, "train/err")
-            ib, eb = mean_curve(b.runs, "train/err")
+            sa, sb, paired = _paired(a, b)
+            ia, ea = mean_curve(sa.runs, "train/err")
+            ib, eb = mean_curve(sb.runs, "train/err")
             da, db = dict(zip(ia, ea)), dict(zip(ib, eb))
             common = sorted(set(da) & set(db))
             if len(common) >= 2:
-                out.append(Ordering("ResNet" if a.residual else "plain", a, b, common,
-                                    [db[t] - da[t] for t in common]))
+                out.append(Ordering("ResNet" if a.residual else "plain", sa, sb, common,
+                                    [db[t] - da[t] for t in common], paired))
     return out
 
 
@@ -202,21 +221,30 @@ def _grid(last: int) -> int:
     return 500 * max(1, math.ceil(last / 6000))
 
 
+def _head(g: Group, detail: int) -> str:
+    """A column head: "ResNet-20", with `detail` more words where two columns share it."""
+    seeds = sorted(g.seeds())
+    parts = [data_label(g.data), g.precision, f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"]
+    return f"{g.label} ({', '.join(parts[:detail])})" if detail else g.label
+
+
 def ordering_section(groups: Sequence[Group]) -> list[str]:
     """Figure 6's ordering by depth, measured on whatever the runs logged; [] with no pair."""
     pairs = orderings(groups)
     if not pairs:
         return []
 
-    shown = sorted({id(g): g for p in pairs for g in (p.shallow, p.deep)}.values(),
-                   key=lambda g: (g.residual, g.data, g.precision, g.depth))
+    # One column per group as compared (a depth cut to the seeds of one pair is its own column).
+    runs_of = lambda g: tuple(sorted(str(r.path) for r in g.runs))  # noqa: E731
+    shown = sorted({runs_of(g): g for p in pairs for g in (p.shallow, p.deep)}.values(),
+                   key=lambda g: (g.residual, g.data, g.precision, g.depth, sorted(g.seeds())))
     curves = {id(g): dict(zip(*mean_curve(g.runs, "train/err"))) for g in shown}
     last = max(p.iters[-1] for p in pairs)
     step = _grid(last)
     ticks = [t for t in range(step, last + 1, step) if any(t in c for c in curves.values())]
-    labels = [g.label for g in shown]
-    heads = [g.label if labels.count(g.label) == 1 else f"{g.label} ({data_label(g.data)}, {g.precision})"
-             for g in shown]
+    heads = [_head(g, 0) for g in shown]
+    for detail in (2, 3):  # told apart by data and precision, then by seeds
+        heads = [h if heads.count(h) == 1 else _head(g, detail) for h, g in zip(heads, shown)]
     table = [[f"{t:,}", *(fmt(curves[id(g)].get(t), ".1f") for g in shown)] for t in ticks]
     seeds = ", ".join(f"{h} {len(g.seeds())}" for h, g in zip(heads, shown))
     prefixes = [h for h, g in zip(heads, shown) if any(r.summary.get("status") == "paused" for r in g.runs)]
@@ -225,7 +253,7 @@ def ordering_section(groups: Sequence[Group]) -> list[str]:
         "Figure 6 (left): deeper plain nets have *higher* training error, the degradation problem; (middle) "
         "deeper ResNets do better. Measured here on the logged training error (augmented batches, each row the "
         "mean over `trainer.log_every` iterations; with several seeds the mean over them), at the iterations "
-        f"both nets logged. Seeds: {seeds}."
+        f"both nets logged, seed for seed where the two share some seeds. Seeds: {seeds}."
         + (f" Paused (prefixes of the recipe, compared over the iterations they reached): {', '.join(prefixes)}."
            if prefixes else ""), "",
         *[p.line() for p in pairs], "",
