@@ -123,6 +123,17 @@ def test_depths_sharing_some_seeds_are_compared_seed_for_seed_to_the_end_of_both
     assert "ResNet-56 12.00% vs ResNet-20 12.00%" in p.line()  # seed 1's 20.0 left out of ResNet-20's
 
 
+def test_a_seed_trained_twice_counts_once_by_its_furthest_run() -> None:
+    # ResNet-56 seed 0 started again on another machine (its checkpoint stayed on the first):
+    # the restart (to 200) must not cut the comparison short of the first start (to 400).
+    r20 = _run("cifar_resnet20", 20, True, {100: 70.0, 200: 60.0, 300: 50.0, 400: 40.0})
+    first = _run("cifar_resnet56", 56, True, {100: 75.0, 200: 58.0, 300: 45.0, 400: 35.0}, precision="bf16")
+    again = Run("/runs/restart", first.summary, [{"iter": i, "train/err": 99.0} for i in (100, 200)])
+    (p,) = orderings(group_runs([r20, first, again]))
+    assert p.iters == [100, 200, 300, 400] and p.gaps == [5.0, -2.0, -5.0, -5.0]
+    assert [r.path for r in p.deep.runs] == [first.path]
+
+
 def test_the_section_gives_a_depth_cut_to_shared_seeds_its_own_column() -> None:
     r20 = [_run("cifar_resnet20", 20, True, {i: 50.0 + s for i in range(500, 2001, 500)}, seed=s) for s in (0, 1)]
     r110 = [_run("cifar_resnet110", 110, True, {i: 40.0 + s for i in range(500, 2001, 500)}, seed=s) for s in (0, 1)]
