@@ -132,6 +132,11 @@ def test_a_seed_trained_twice_counts_once_by_its_furthest_run() -> None:
     (p,) = orderings(group_runs([r20, first, again]))
     assert p.iters == [100, 200, 300, 400] and p.gaps == [5.0, -2.0, -5.0, -5.0]
     assert [r.path for r in p.deep.runs] == [first.path]
+    # Figure 6 draws it the same way: the first start's curve, not a mean of the two.
+    from resnet_repro.report.figures import _curves
+
+    (c,) = _curves(group_runs([first, again]))
+    assert (c.iters, c.train_err) == ([100, 200, 300, 400], [75.0, 58.0, 45.0, 35.0])
 
 
 def test_the_section_gives_a_depth_cut_to_shared_seeds_its_own_column() -> None:

@@ -164,18 +164,6 @@ def _training_recipe(g: Group) -> tuple | None:
     return tuple((k, v) for k, v in g.recipe.items if not k.startswith(_DEPTH_KEYS))
 
 
-def _last_iter(run: Run) -> int:
-    return max(points(run.rows, "train/err"), default=-1)
-
-
-def _furthest_per_seed(g: Group) -> Group:
-    """A seed trained twice (started again on another machine when its checkpoint stayed on the
-    first) counts once, by the run that got further: averaging the two would stop the comparison
-    where the shorter one stopped, and two runs of one seed are not two seeds."""
-    keep = [max(runs, key=_last_iter) for runs in g.seeds().values()]
-    return g if len(keep) == len(g.runs) else replace(g, runs=keep)
-
-
 def _furthest(groups: Sequence[Group]) -> list[Group]:
     """One group per (kind, data, recipe but for depth, depth): the one whose training-error
     curve reaches furthest (then the one with more seeds). Precision is not recipe, so a bf16
@@ -183,7 +171,7 @@ def _furthest(groups: Sequence[Group]) -> list[Group]:
     the line names both. "Furthest" is the furthest any of its seeds logged: a finished seed 0
     beside a paused seed 1 reaches the end (`_paired` then compares seed 0 with seed 0)."""
     best: dict[tuple, tuple[tuple[int, int], Group]] = {}
-    for g in map(_furthest_per_seed, groups):
+    for g in (g.furthest_per_seed() for g in groups):
         iters, _ = mean_curve(g.runs, "train/err", past_shortest=True)
         rank = (iters[-1] if iters else -1, len(g.seeds()))
         k = (g.residual, g.data, _training_recipe(g), g.depth)

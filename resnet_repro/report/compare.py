@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from resnet_repro.paper import judge
@@ -64,6 +64,14 @@ class Group:
         for r in self.runs:
             out.setdefault(r.seed, []).append(r)
         return out
+
+    def furthest_per_seed(self) -> Group:
+        """The group with one run per seed, the one that logged furthest: a seed trained twice
+        (started again on another machine when its checkpoint stayed on the first) is drawn and
+        compared as one curve, the longer, not as a mean that stops where the shorter stopped."""
+        last = lambda r: max(points(r.rows, "train/err"), default=-1)  # noqa: E731
+        keep = [max(runs, key=last) for runs in self.seeds().values()]
+        return self if len(keep) == len(self.runs) else replace(self, runs=keep)
 
     def per_seed(self, value: Callable[[Run], float | None]) -> list[float]:
         """One number per seed: the mean over that seed's distinct runs (two runs of one seed,

@@ -210,8 +210,9 @@ def distinct_labels(groups: Sequence[Group]) -> list[str]:
 def _curves(groups: Sequence[Group]) -> list[Any]:
     out = []
     for g, label in zip(groups, distinct_labels(groups)):
-        it, tr = mean_curve(g.runs, "train/err", past_shortest=True)
-        tit, te = mean_curve(g.runs, "test/err", past_shortest=True)
+        runs = g.furthest_per_seed().runs
+        it, tr = mean_curve(runs, "train/err", past_shortest=True)
+        tit, te = mean_curve(runs, "test/err", past_shortest=True)
         variant = [x for x in groups if x.depth == g.depth].index(g)
         out.append(Curves(label, g.depth, it, tr, tit, te, variant))
     return out
@@ -227,7 +228,7 @@ def data_title(groups: Sequence[Group], family: str) -> str:
 
 
 def _figure_note(groups: Sequence[Group]) -> str:
-    seeds = max(len(g.runs) for g in groups)
+    seeds = max(len(g.seeds()) for g in groups)
     datas = ", ".join(sorted({data_label(g.data) for g in groups}))
     return f"data: {datas}" + (f"; mean over the seeds that reached each iteration (up to {seeds})"
                                if seeds > 1 else "")
