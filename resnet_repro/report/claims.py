@@ -101,6 +101,11 @@ def warmup_section(runs: Sequence[Run]) -> list[str]:
     ]
 
 
+def _seed_words(seeds: Sequence[int]) -> str:
+    """"seed 0", "seeds 0, 1"."""
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
 @dataclass(frozen=True)
 class Ordering:
     """Two depths of one kind of net on one data set: where the deeper one's
@@ -129,7 +134,7 @@ class Ordering:
         prec = (self.deep.precision if self.deep.precision == self.shallow.precision
                 else f"{d} {self.deep.precision}, {s} {self.shallow.precision}")
         if self.paired:
-            prec += f", seed{'s' if len(self.paired) > 1 else ''} {', '.join(map(str, self.paired))} of each"
+            prec += f", {_seed_words(self.paired)} of each"
         return (f"- {d} vs {s} ({data_label(self.deep.data)}, {prec}), iterations "
                 f"{self.iters[0]:,}-{self.iters[-1]:,}: {d}'s training error is higher at {self.higher} of {n} "
                 f"logged points, lower at {sum(g < 0 for g in self.gaps)}; mean gap {statistics.fmean(self.gaps):+.2f} "
@@ -223,8 +228,7 @@ def _grid(last: int) -> int:
 
 def _head(g: Group, detail: int) -> str:
     """A column head: "ResNet-20", with `detail` more words where two columns share it."""
-    seeds = sorted(g.seeds())
-    parts = [data_label(g.data), g.precision, f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"]
+    parts = [data_label(g.data), g.precision, _seed_words(sorted(g.seeds()))]
     return f"{g.label} ({', '.join(parts[:detail])})" if detail else g.label
 
 
