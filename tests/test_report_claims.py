@@ -35,9 +35,9 @@ def _summary(exp: str, depth: int, residual: bool, seed: int = 0, data: str = "c
 
 
 def _run(exp: str, depth: int, residual: bool, curve: dict[int, float], lrs: dict[int, float] | None = None,
-         losses: dict[int, float] | None = None, **kw) -> Run:
+         losses: dict[int, float] | None = None, tests: dict[int, float] | None = None, **kw) -> Run:
     rows = [{"iter": i, "train/err": e, "train/loss": (losses or {}).get(i, 1.0), "lr": (lrs or {}).get(i, 0.1)}
-            for i, e in curve.items()]
+            | ({"test/err": tests[i]} if tests and i in tests else {}) for i, e in curve.items()]
     return Run(f"/runs/{exp}-{kw.get('seed', 0)}-{kw.get('data', '')}-{kw.get('precision', '')}",
                _summary(exp, depth, residual, **kw), rows)
 
@@ -160,6 +160,28 @@ def test_two_finished_depths_are_compared_by_final_test_error_and_prefixes_are_n
     paused = _run("cifar_resnet56", 56, True, {100: 75.0, 200: 58.0}, test_err=20.0)  # status "paused"
     (p,) = orderings(group_runs([r20, paused]))
     assert "Finished" not in p.line()
+
+
+def test_the_test_errors_of_two_depths_are_compared_at_the_evaluations_both_logged() -> None:
+    # Table 6's claim is about test error: along the way, the bold curves at common evaluations.
+    r20 = _run("cifar_resnet20", 20, True, {i: 50.0 for i in range(100, 401, 100)}, tests={200: 30.0, 400: 25.0})
+    r56 = _run("cifar_resnet56", 56, True, {i: 55.0 for i in range(100, 601, 100)},
+               tests={200: 32.0, 400: 24.5, 600: 20.0}, precision="bf16")  # 600: ResNet-20 has no evaluation
+    (p,) = orderings(group_runs([r20, r56]))
+    assert p.tests == ((200, 30.0, 32.0), (400, 25.0, 24.5))
+    assert ("Test error at the 2 evaluations both logged (200-400): ResNet-56's lower at 1, higher at 1; "
+            "at 400 ResNet-56 24.50% vs ResNet-20 25.00%.") in p.line()
+    # Two seeds each: the mean test error over the seeds at each evaluation.
+    r20b = _run("cifar_resnet20", 20, True, {i: 50.0 for i in range(100, 401, 100)}, tests={200: 20.0, 400: 21.0},
+                seed=1)
+    r56b = _run("cifar_resnet56", 56, True, {i: 55.0 for i in range(100, 401, 100)}, tests={200: 22.0, 400: 20.5},
+                precision="bf16", seed=1)
+    (p,) = orderings(group_runs([r20, r20b, r56, r56b]))
+    assert p.tests == ((200, 25.0, 27.0), (400, 23.0, 22.5))
+    # No evaluation in common: no test-error sentence.
+    (p,) = orderings(group_runs([_run("cifar_resnet20", 20, True, {100: 50.0, 200: 40.0}, tests={100: 30.0}),
+                                 _run("cifar_resnet56", 56, True, {100: 50.0, 200: 40.0}, tests={200: 30.0})]))
+    assert p.tests == () and "Test error" not in p.line()
 
 
 def test_a_pair_with_a_warmup_run_says_so() -> None:

@@ -117,6 +117,8 @@ class Ordering:
     iters: list[int]
     gaps: list[float]  # deep minus shallow, points, per common iteration
     paired: tuple[int, ...] = ()  # the seeds both trained, when the groups were cut down to them
+    # (iteration, shallow, deep): the mean test error at each evaluation both logged
+    tests: tuple[tuple[int, float, float], ...] = ()
 
     @property
     def higher(self) -> int:
@@ -139,7 +141,20 @@ class Ordering:
                 f"{self.iters[0]:,}-{self.iters[-1]:,}: {d}'s training error is higher at {self.higher} of {n} "
                 f"logged points, lower at {sum(g < 0 for g in self.gaps)}; mean gap {statistics.fmean(self.gaps):+.2f} "
                 f"points, {statistics.fmean(self.gaps[-max(1, n // 5):]):+.2f} over the last fifth."
-                f"{self.finished()} {claim}")
+                f"{self.tested()}{self.finished()} {claim}")
+
+    def tested(self) -> str:
+        """The test errors (bold in Figure 6) at the evaluations both nets logged: Table 6's measure,
+        along the way; a paused prefix's last evaluation is not its final error."""
+        if not self.tests:
+            return ""
+        d, s = self.deep.label, self.shallow.label
+        first, (last, a, b) = self.tests[0][0], self.tests[-1]
+        span = f"at {last:,}" if first == last else f"{first:,}-{last:,}"
+        lower = sum(deep < shallow for _, shallow, deep in self.tests)
+        higher = sum(deep > shallow for _, shallow, deep in self.tests)
+        return (f" Test error at the {len(self.tests)} evaluations both logged ({span}): {d}'s lower at {lower}, "
+                f"higher at {higher}; at {last:,} {d} {b:.2f}% vs {s} {a:.2f}%.")
 
     def finished(self) -> str:
         """Once both nets have finished the recipe: their final test errors (the paper's Table 6
@@ -216,8 +231,10 @@ def orderings(groups: Sequence[Group]) -> list[Ordering]:
             da, db = dict(zip(ia, ea)), dict(zip(ib, eb))
             common = sorted(set(da) & set(db))
             if len(common) >= 2:
+                ta, tb = (dict(zip(*mean_curve(g.runs, "test/err"))) for g in (sa, sb))
+                tests = tuple((t, ta[t], tb[t]) for t in sorted(set(ta) & set(tb)))
                 out.append(Ordering("ResNet" if a.residual else "plain", sa, sb, common,
-                                    [db[t] - da[t] for t in common], paired))
+                                    [db[t] - da[t] for t in common], paired, tests))
     return out
 
 
