@@ -22,6 +22,7 @@ from resnet_repro.hydra_entry import register_resolvers
 REPO = Path(__file__).resolve().parents[1]
 # The GPU lease's package lives beside its script (experiments/gpu/lease/), outside the library.
 sys.path.insert(0, str(REPO / "experiments" / "gpu"))
+sys.path.insert(0, str(REPO / "experiments"))  # the experiment scripts whose results tests check
 SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 # A run that takes a few seconds on a 2-core CPU: ResNet-8 (n=1) on 640 generated images.
