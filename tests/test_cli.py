@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from conftest import REPO
 from resnet_repro.cli import main
 from resnet_repro.config.archs import NAMED_MODELS
 
@@ -28,6 +29,9 @@ def test_models_table_lists_every_named_model_with_paper_figures(capsys: pytest.
     assert "1,727,962" in row and "params (Table 6)" in row and "+1.6%" in row
     row = next(line for line in out.splitlines() if line.startswith("imagenet_resnet152 "))
     assert "mult-adds (Table 1)" in row and "11.30G" in row
+    # The committed record the docs quote (e.g. fidelity.md's 4.09G against 3.86G) is this table.
+    record = (REPO / "experiments" / "results" / "models.md").read_text()
+    assert record.split("```\n")[1] == out
 
 
 def test_unknown_command_and_unknown_model_are_one_line_errors(capsys: pytest.CaptureFixture) -> None:
