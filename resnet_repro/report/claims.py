@@ -153,7 +153,7 @@ class Ordering:
         span = f"at {last:,}" if first == last else f"{first:,}-{last:,}"
         lower = sum(deep < shallow for _, shallow, deep in self.tests)
         higher = sum(deep > shallow for _, shallow, deep in self.tests)
-        return (f" Test error at the {len(self.tests)} evaluations both logged ({span}): {d}'s lower at {lower}, "
+        return (f" Test error at the {len(self.tests)} evaluation{'s' if len(self.tests) > 1 else ''} both logged ({span}): {d}'s lower at {lower}, "
                 f"higher at {higher}; at {last:,} {d} {b:.2f}% vs {s} {a:.2f}%.")
 
     def finished(self) -> str:
