@@ -35,7 +35,7 @@ from resnet_repro.runs.sinks import read_jsonl
 from resnet_repro.models.resnet import build_from_arch, build_model
 from resnet_repro import recipes
 from resnet_repro.paper import judge
-from resnet_repro.report.compare import mean_curve, same_seed_notes
+from resnet_repro.report.compare import final_train_err, mean_curve, same_seed_notes
 from resnet_repro.report.tables import runs_table
 from resnet_repro.report import (
     EVAL_MISSING,
@@ -581,6 +581,19 @@ def test_figure_curves_go_on_past_a_paused_seed_as_the_mean_of_the_longer_seeds(
     assert errs == pytest.approx([80.0, 65.0, 40.0, 30.0])  # all 3, then seeds 0-1, then seed 0
     # Claims compare means of every seed: they stop at the shortest seed's last iteration.
     assert mean_curve(seeds[:2], "train/err") == ([1000, 2000], [pytest.approx(85.0), pytest.approx(65.0)])
+
+
+def test_the_final_training_error_averages_the_rows_that_cover_the_last_tenth_of_training() -> None:
+    # Logged every 100 iterations to 1,000: the last 10% (iterations 901-1,000) is the row at
+    # 1,000 alone; the row at 900 is the mean over 801-900 and stays out.
+    rows = [{"iter": i, "train/err": 50.0} for i in range(100, 900, 100)]
+    rows += [{"iter": 900, "train/err": 30.0}, {"iter": 1000, "train/err": 10.0}]
+    assert final_train_err(rows) == pytest.approx(10.0)
+    # Logged every 50: the rows at 950 and 1,000 cover it.
+    rows.append({"iter": 950, "train/err": 20.0})
+    assert final_train_err(rows) == pytest.approx(15.0)
+    assert final_train_err([{"iter": 7, "train/err": 4.0}]) == pytest.approx(4.0)  # one row: that row
+    assert final_train_err([{"iter": 7, "lr": 0.1}]) is None
 
 
 @pytest.mark.parametrize("layers", [3, 7, 55])

@@ -173,12 +173,16 @@ def points(rows: Sequence[dict[str, Any]], key: str) -> dict[int, float]:
 
 def final_train_err(rows: Sequence[dict[str, Any]]) -> float | None:
     """Training error at the end of training: the mean logged `train/err` over the last 10%
-    of iterations (at least the last row); logged errors are over augmented batches."""
+    of iterations (at least the last row); logged errors are over augmented batches.
+
+    A row at iteration i is the mean over the iterations since the row before it, so the last
+    10% of 64,000 iterations (57,601-64,000) are the rows after 57,600, not the row at 57,600
+    (which covers 57,501-57,600)."""
     pts = points(rows, "train/err")
     if not pts:
         return None
     last = max(pts)
-    return statistics.fmean(v for i, v in pts.items() if i >= 0.9 * last)
+    return statistics.fmean(v for i, v in pts.items() if i > 0.9 * last)
 
 
 def mean_curve(runs: Sequence[Run], key: str, *, past_shortest: bool = False) -> tuple[list[int], list[float]]:
